@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from django.http import HttpRequest
+
+from communities.models import Preference
+
+
+def kairan(request: HttpRequest) -> dict[str, object]:
+    """Display preferences for the base template: per person, or per browser if logged out."""
+    large_text = high_contrast = False
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated:
+        preference = Preference.objects.filter(user=user).first()
+        if preference:
+            large_text, high_contrast = preference.large_text, preference.high_contrast
+    else:
+        saved = set(request.COOKIES.get("kairan_prefs", "").split("."))
+        large_text, high_contrast = "large_text" in saved, "high_contrast" in saved
+    return {"pref_large_text": large_text, "pref_high_contrast": high_contrast}

@@ -1,0 +1,50 @@
+"""View decorators that resolve the community and the user's access to it.
+
+Each tenant view is wrapped by exactly one of these; the wrapped view receives ``access``.
+Anyone without the needed place gets a 404 (never a 403 that confirms the URL exists).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Concatenate
+
+from allauth.mfa.utils import is_mfa_enabled
+from django.contrib.auth.views import redirect_to_login
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+
+from communities.selectors import Access, community_access_get
+
+type CommunityView = Callable[Concatenate[HttpRequest, Access, ...], HttpResponse]
+
+
+def community_view(
+    *, officer: bool = False, staff: bool = False, roster: bool = False
+) -> Callable[[CommunityView], Callable[..., HttpResponse]]:
+    """Resolve ``slug`` into an ``Access`` and check it.
+
+    officer: chair or officer only. staff: officers, block leaders and helpers.
+    roster: the page shows personal data, so chair and officers need MFA first.
+    """
+
+    def decorator(view: CommunityView) -> Callable[..., HttpResponse]:
+        @wraps(view)
+        def wrapper(request: HttpRequest, slug: str, *args: object, **kwargs: object) -> HttpResponse:
+            if not request.user.is_authenticated:
+                return redirect_to_login(request.get_full_path())
+            access = community_access_get(slug=slug, user=request.user)
+            if officer and not access.is_officer:
+                raise Http404
+            if staff and not (access.is_officer or access.is_block_staff):
+                raise Http404
+            if roster and access.is_officer and not is_mfa_enabled(request.user):
+                return render(
+                    request, "communities/mfa_required.html", {"access": access}, status=403
+                )
+            return view(request, access, *args, **kwargs)
+
+        return wrapper
+
+    return decorator

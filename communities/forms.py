@@ -1,0 +1,107 @@
+"""Forms: input parsing and field errors only. Rules live in the services."""
+
+from __future__ import annotations
+
+from django import forms
+from django.utils.translation import gettext_lazy as _
+
+from communities.models import Block, Community, DeliveryMode, MemberKind, RoleKind
+
+
+class BlockForm(forms.Form):
+    name = forms.CharField(label=_("Block name"), max_length=50)
+
+
+class HouseholdForm(forms.Form):
+    label = forms.CharField(
+        label=_("Household name"),
+        max_length=60,
+        help_text=_("As it appears on the board, for example 山田 or 3班-5."),
+    )
+    block = forms.ModelChoiceField(label=_("Block"), queryset=Block.objects.none(), empty_label=None)
+    delivery_mode = forms.ChoiceField(
+        label=_("How they receive circulars"),
+        choices=DeliveryMode.choices,
+        widget=forms.RadioSelect,
+        initial=DeliveryMode.PAPER,
+    )
+    address = forms.CharField(label=_("Address (optional)"), max_length=200, required=False)
+    phone = forms.CharField(label=_("Phone (optional)"), max_length=30, required=False)
+    helper_note = forms.CharField(
+        label=_("Note for helpers (optional)"),
+        max_length=300,
+        required=False,
+        help_text=_("For example: please hand it over in person, the bell does not work."),
+    )
+
+    def __init__(self, *args: object, community: Community, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.fields["block"].queryset = Block.objects.filter(community=community)  # type: ignore[attr-defined]
+
+
+class RosterUploadForm(forms.Form):
+    file = forms.FileField(
+        label=_("Roster file (CSV)"),
+        help_text=_("UTF-8 or Shift_JIS. Columns: 世帯名, 班, 住所, 電話, 配布方法, 備考."),
+    )
+
+
+class JoinCodeForm(forms.Form):
+    code = forms.CharField(
+        label=_("Code on the card"),
+        max_length=20,
+        help_text=_("8 letters and digits, for example ABCD-EFGH."),
+        widget=forms.TextInput(attrs={"autocomplete": "off", "autocapitalize": "characters"}),
+    )
+
+
+class JoinForm(forms.Form):
+    display_name = forms.CharField(
+        label=_("Your name"),
+        max_length=60,
+        required=False,
+        help_text=_("How others in the association see you. You may leave it empty: we write 家族."),
+        widget=forms.TextInput(attrs={"autocomplete": "name"}),
+    )
+    kind = forms.ChoiceField(
+        label=_("You are"),
+        choices=MemberKind.choices,
+        initial=MemberKind.RESIDENT,
+        widget=forms.RadioSelect,
+    )
+    consent = forms.BooleanField(
+        label=_("I agree to the use of the roster as described above."),
+        required=True,
+        error_messages={"required": _("Please agree to how the roster is used.")},
+    )
+
+
+class RoleForm(forms.Form):
+    email = forms.EmailField(label=_("Email address"))
+    name = forms.CharField(label=_("Name"), max_length=60, required=False)
+    role = forms.ChoiceField(label=_("Role"), choices=RoleKind.choices)
+    block = forms.ModelChoiceField(
+        label=_("Block (for block leaders and helpers)"),
+        queryset=Block.objects.none(),
+        required=False,
+    )
+
+    def __init__(self, *args: object, community: Community, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.fields["block"].queryset = Block.objects.filter(community=community)  # type: ignore[attr-defined]
+
+
+class CommunityForm(forms.Form):
+    name = forms.CharField(label=_("Association name"), max_length=100)
+    slug = forms.CharField(
+        label=_("Short name for links"),
+        max_length=50,
+        help_text=_("Lower-case letters, digits and hyphens, for example sakura-cho."),
+    )
+    contact = forms.CharField(label=_("Contact (optional)"), max_length=200, required=False)
+
+
+class PreferenceForm(forms.Form):
+    large_text = forms.BooleanField(required=False)
+    high_contrast = forms.BooleanField(required=False)
+    setting = forms.ChoiceField(choices=[("large_text", "large_text"), ("high_contrast", "high_contrast")])

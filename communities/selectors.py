@@ -1,0 +1,277 @@
+"""Reads of community data. Visibility is enforced here and nowhere else.
+
+Every view and consumer reaches tenant data through ``community_access_get`` (which
+answers 404 to anyone without a place in the community) and the selectors below, which
+take the resulting ``Access`` and never return rows outside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.http import Http404
+from django.utils import timezone
+
+from communities.models import (
+    BLOCK_ROLES,
+    Block,
+    Community,
+    DeliveryMode,
+    Household,
+    HouseholdInvite,
+    Member,
+    RoleAssignment,
+    RoleKind,
+)
+from communities.tokens import code_hash, token_hash
+
+type AnyUser = AbstractBaseUser | AnonymousUser
+
+
+@dataclass(frozen=True)
+class Access:
+    """What one user may see and do in one community."""
+
+    community: Community
+    user_id: int
+    roles: frozenset[str]
+    block_ids: frozenset[int] = field(default_factory=frozenset)
+    led_block_ids: frozenset[int] = field(default_factory=frozenset)
+    household_ids: frozenset[int] = field(default_factory=frozenset)
+
+    @property
+    def is_officer(self) -> bool:
+        """Chair or officer: sees and manages every block."""
+        return bool(self.roles & {RoleKind.CHAIR, RoleKind.OFFICER})
+
+    @property
+    def is_chair(self) -> bool:
+        return RoleKind.CHAIR in self.roles
+
+    @property
+    def is_block_staff(self) -> bool:
+        """A block leader or helper for at least one block."""
+        return bool(self.block_ids)
+
+    @property
+    def is_member(self) -> bool:
+        return bool(self.household_ids)
+
+    @property
+    def has_role(self) -> bool:
+        return bool(self.roles)
+
+    def can_see_block(self, block_id: int) -> bool:
+        return self.is_officer or block_id in self.block_ids
+
+    def can_issue_invites(self, block_id: int) -> bool:
+        return self.is_officer or block_id in self.led_block_ids
+
+
+def community_access_get(*, slug: str, user: AnyUser) -> Access:
+    """The user's access to the community, or 404 when they have no place in it."""
+    if not user.is_authenticated:
+        raise Http404
+    community = Community.objects.filter(slug=slug).first()
+    if community is None:
+        raise Http404
+    access = community_access_for(community=community, user_id=user.pk)
+    if not access.roles and not access.household_ids:
+        raise Http404
+    return access
+
+
+def community_access_for(*, community: Community, user_id: int) -> Access:
+    roles = list(
+        RoleAssignment.objects.filter(
+            community=community, user_id=user_id, ended_at__isnull=True
+        ).values_list("role", "block_id")
+    )
+    household_ids = frozenset(
+        Member.objects.filter(household__community=community, user_id=user_id).values_list(
+            "household_id", flat=True
+        )
+    )
+    return Access(
+        community=community,
+        user_id=user_id,
+        roles=frozenset(role for role, _block in roles),
+        block_ids=frozenset(block for role, block in roles if role in BLOCK_ROLES and block),
+        led_block_ids=frozenset(
+            block for role, block in roles if role == RoleKind.BLOCK_LEADER and block
+        ),
+        household_ids=household_ids,
+    )
+
+
+@dataclass(frozen=True)
+class CommunityPlace:
+    community: Community
+    roles: frozenset[str]
+    is_member: bool
+
+
+def communities_for_user(*, user: AnyUser) -> list[CommunityPlace]:
+    """Every community where the user holds a role or belongs to a household."""
+    if not user.is_authenticated:
+        return []
+    roles: dict[int, set[str]] = {}
+    for community_id, role in RoleAssignment.objects.filter(
+        user_id=user.pk, ended_at__isnull=True
+    ).values_list("community_id", "role"):
+        roles.setdefault(community_id, set()).add(role)
+    member_of = set(
+        Member.objects.filter(user_id=user.pk).values_list("household__community_id", flat=True)
+    )
+    ids = set(roles) | member_of
+    return [
+        CommunityPlace(
+            community=community,
+            roles=frozenset(roles.get(community.pk, set())),
+            is_member=community.pk in member_of,
+        )
+        for community in Community.objects.filter(pk__in=ids).order_by("name")
+    ]
+
+
+def blocks_visible(*, access: Access) -> QuerySet[Block]:
+    blocks = Block.objects.filter(community=access.community)
+    if not access.is_officer:
+        blocks = blocks.filter(pk__in=access.block_ids)
+    return blocks.annotate(household_count=Count("households")).order_by("position", "id")
+
+
+def block_get_visible(*, access: Access, block_id: int) -> Block:
+    block = Block.objects.filter(community=access.community, pk=block_id).first()
+    if block is None or not access.can_see_block(block.pk):
+        raise Http404
+    return block
+
+
+def _with_delivery(households: QuerySet[Household]) -> QuerySet[Household]:
+    """Annotate ``app_members`` and ``on_paper``: the paper rule in one place.
+
+    A household receives paper when its mode says so, or when no member has a working
+    login, whatever its mode says.
+    """
+    working_member = Member.objects.filter(household=OuterRef("pk"), user__is_active=True)
+    return households.annotate(
+        app_members=Count("members", filter=Q(members__user__is_active=True), distinct=True),
+        has_working_login=Exists(working_member),
+    )
+
+
+def household_on_paper(*, household: Household) -> bool:
+    """Whether this household gets paper (same rule as the annotated querysets)."""
+    if household.delivery_mode in (DeliveryMode.PAPER, DeliveryMode.BOTH):
+        return True
+    has_login = getattr(household, "has_working_login", None)
+    if has_login is None:
+        has_login = household.members.filter(user__is_active=True).exists()
+    return not has_login
+
+
+def households_visible(*, access: Access, block_id: int | None = None) -> QuerySet[Household]:
+    """Households the user may see as staff: officers all, block staff their blocks."""
+    households = Household.objects.filter(community=access.community)
+    if not access.is_officer:
+        households = households.filter(block_id__in=access.block_ids)
+    if block_id is not None:
+        households = households.filter(block_id=block_id)
+    return _with_delivery(households.select_related("block")).order_by(
+        "block__position", "block_id", "circulation_order", "id"
+    )
+
+
+def household_get_visible(*, access: Access, household_id: int) -> Household:
+    household = households_visible(access=access).filter(pk=household_id).first()
+    if household is None:
+        raise Http404
+    return household
+
+
+def household_get_own(*, access: Access, household_id: int | None = None) -> Household:
+    """A household the user belongs to (the first, when they belong to several)."""
+    households = _with_delivery(
+        Household.objects.filter(community=access.community, pk__in=access.household_ids)
+    ).select_related("block", "community")
+    if household_id is not None:
+        households = households.filter(pk=household_id)
+    household = households.order_by("pk").first()
+    if household is None:
+        raise Http404
+    return household
+
+
+def roles_current(*, access: Access) -> QuerySet[RoleAssignment]:
+    return RoleAssignment.objects.filter(
+        community=access.community, ended_at__isnull=True
+    ).select_related("user", "block")
+
+
+def roles_history(*, access: Access) -> QuerySet[RoleAssignment]:
+    return (
+        RoleAssignment.objects.filter(community=access.community, ended_at__isnull=False)
+        .select_related("user", "block")
+        .order_by("-fiscal_year", "role", "block__position")
+    )
+
+
+def block_leaders_for(*, household: Household) -> list[str]:
+    """Display names of the current block leaders for a household's block."""
+    return [
+        user_display_name(user=role.user)
+        for role in RoleAssignment.objects.filter(
+            block_id=household.block_id, role=RoleKind.BLOCK_LEADER, ended_at__isnull=True
+        ).select_related("user")
+    ]
+
+
+def user_display_name(*, user: AbstractBaseUser) -> str:
+    full = getattr(user, "get_full_name", lambda: "")()
+    if full:
+        return str(full)
+    member = Member.objects.filter(user_id=user.pk).order_by("pk").first()
+    if member:
+        return member.display_name
+    return str(getattr(user, "email", "") or getattr(user, "username", ""))
+
+
+class InviteStatus:
+    OK = "ok"
+    UNKNOWN = "unknown"
+    USED = "used"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+
+
+@dataclass(frozen=True)
+class InviteLookup:
+    status: str
+    invite: HouseholdInvite | None
+
+
+def household_invite_lookup(
+    *, token: str | None = None, code: str | None = None, now: datetime | None = None
+) -> InviteLookup:
+    """Find an invite by its raw token or typable code, and say whether it still works."""
+    invites = HouseholdInvite.objects.select_related("household__community", "household__block")
+    if token:
+        invite = invites.filter(token_hash=token_hash(token)).first()
+    elif code:
+        invite = invites.filter(code_hash=code_hash(code)).first()
+    else:
+        invite = None
+    if invite is None:
+        return InviteLookup(InviteStatus.UNKNOWN, None)
+    now = now or timezone.now()
+    if invite.used_at is not None:
+        return InviteLookup(InviteStatus.USED, invite)
+    if invite.revoked_at is not None:
+        return InviteLookup(InviteStatus.REVOKED, invite)
+    if invite.expires_at <= now:
+        return InviteLookup(InviteStatus.EXPIRED, invite)
+    return InviteLookup(InviteStatus.OK, invite)

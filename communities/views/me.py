@@ -1,0 +1,113 @@
+"""A member's own page: their household's data and consents, export, adding a phone."""
+
+from __future__ import annotations
+
+import json
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from communities import services
+from communities.models import InviteKind, Member
+from communities.pdf import qr_svg_data_uri
+from communities.tokens import code_format
+
+
+def _memberships(request: HttpRequest) -> list[Member]:
+    return list(
+        Member.objects.filter(user=request.user)
+        .select_related("household__block", "household__community")
+        .order_by("household__community__name", "pk")
+    )
+
+
+@login_required
+def me(request: HttpRequest) -> HttpResponse:
+    memberships = _memberships(request)
+    households = [
+        {
+            "membership": membership,
+            "household": membership.household,
+            "members": list(membership.household.members.order_by("joined_at", "pk")),
+        }
+        for membership in memberships
+    ]
+    return render(request, "communities/me.html", {"households": households})
+
+
+@login_required
+def me_export(request: HttpRequest) -> HttpResponse:
+    """Everything we hold about the person's households, as JSON (個人情報保護法: 開示)."""
+    data = {
+        "exported_at": timezone.now().isoformat(),
+        "account": {
+            "name": request.user.get_full_name(),  # type: ignore[union-attr]
+            "email": getattr(request.user, "email", ""),
+            "date_joined": request.user.date_joined.isoformat(),  # type: ignore[union-attr]
+        },
+        "households": [],
+    }
+    for membership in _memberships(request):
+        household = membership.household
+        data["households"].append(  # type: ignore[attr-defined]
+            {
+                "community": household.community.name,
+                "purpose": household.community.roster_purpose,
+                "block": household.block.name,
+                "label": household.label,
+                "address": household.address,
+                "phone": household.phone,
+                "delivery_mode": household.delivery_mode,
+                "helper_note": household.helper_note,
+                "members": [
+                    {
+                        "name": member.display_name,
+                        "kind": member.kind,
+                        "joined_at": member.joined_at.isoformat(),
+                        "consented_at": member.consented_at.isoformat(),
+                        "consent_version": member.consent_version,
+                        "is_you": member.user_id == request.user.pk,
+                    }
+                    for member in household.members.order_by("joined_at", "pk")
+                ],
+            }
+        )
+    response = HttpResponse(
+        json.dumps(data, ensure_ascii=False, indent=2), content_type="application/json; charset=utf-8"
+    )
+    response["Content-Disposition"] = 'attachment; filename="kairan-my-data.json"'
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+@require_POST
+def add_device(request: HttpRequest) -> HttpResponse:
+    """Show a short-lived QR that lets a second phone or a family supporter join."""
+    household_id = request.POST.get("household", "")
+    membership = next(
+        (m for m in _memberships(request) if str(m.household_id) == household_id), None
+    )
+    if membership is None:
+        raise Http404
+    issued = services.household_invite_issue(
+        household=membership.household, created_by=request.user, kind=InviteKind.DEVICE
+    )
+    url = request.build_absolute_uri(f"/join/{issued.token}/")
+    return render(
+        request,
+        "communities/add_device.html",
+        {
+            "household": membership.household,
+            "qr": qr_svg_data_uri(url),
+            "url": url,
+            "code": code_format(issued.code),
+            "minutes": services.INVITE_DEVICE_MINUTES,
+            "expires_at": issued.invite.expires_at,
+            "debug": settings.DEBUG,
+        },
+    )

@@ -1,0 +1,20 @@
+from django.urls import include, path
+
+from communities.views import health, home, join, me
+
+urlpatterns = [
+    path("", home.home, name="home"),
+    path("healthz", health.healthz, name="healthz"),
+    path("help/", home.help_page, name="help"),
+    path("prefs/", home.preferences, name="preferences"),
+    path("join/", join.join_code, name="join_code"),
+    path("join/<str:token>/", join.join_token, name="join_token"),
+    path("login/link/<str:token>/", join.login_link, name="login_link"),
+    path("me/", me.me, name="me"),
+    path("me/export.json", me.me_export, name="me_export"),
+    path("me/add-device/", me.add_device, name="add_device"),
+    path("c/new/", home.community_new, name="community_new"),
+    path("c/<slug:slug>/", include("communities.urls")),
+    path("accounts/", include("allauth.urls")),
+    path("i18n/", include("django.conf.urls.i18n")),
+]
