@@ -11,6 +11,7 @@ from functools import wraps
 from typing import Concatenate
 
 from allauth.mfa.utils import is_mfa_enabled
+from django.contrib.auth.models import User
 from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -31,7 +32,9 @@ def community_view(
 
     def decorator(view: CommunityView) -> Callable[..., HttpResponse]:
         @wraps(view)
-        def wrapper(request: HttpRequest, slug: str, *args: object, **kwargs: object) -> HttpResponse:
+        def wrapper(
+            request: HttpRequest, slug: str, *args: object, **kwargs: object
+        ) -> HttpResponse:
             if not request.user.is_authenticated:
                 return redirect_to_login(request.get_full_path())
             access = community_access_get(slug=slug, user=request.user)
@@ -48,3 +51,11 @@ def community_view(
         return wrapper
 
     return decorator
+
+
+def request_user(request: HttpRequest) -> User:
+    """The logged-in user of a view that is already behind a login check."""
+    user = request.user
+    if not isinstance(user, User):
+        raise Http404
+    return user

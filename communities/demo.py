@@ -6,8 +6,7 @@ from dataclasses import dataclass
 
 from allauth.account.models import EmailAddress
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.management.base import CommandError
 from django.db import transaction
 from django.utils import timezone
@@ -23,18 +22,70 @@ from communities.models import (
     RoleKind,
 )
 
-User = get_user_model()
-
 DEMO_SLUG = "sakura"
-DEMO_TOTP_SECRET = "JBSWY3DPEHPK3PXPKAIRAN2"  # printed by the run command; demo only
+DEMO_TOTP_SECRET = "JBSWY3DPEHPK3PXPKAIRAN2"  # noqa: S105 - printed by the run command; demo only
 
 FAMILY_NAMES = [
-    "佐藤", "鈴木", "高橋", "田中", "伊藤", "渡辺", "山本", "中村", "小林", "加藤",
-    "吉田", "山田", "佐々木", "山口", "松本", "井上", "木村", "林", "斎藤", "清水",
-    "山崎", "森", "池田", "橋本", "阿部", "石川", "山下", "中島", "石井", "小川",
-    "前田", "岡田", "長谷川", "藤田", "後藤", "近藤", "村上", "遠藤", "青木", "坂本",
-    "斉藤", "福田", "太田", "西村", "藤井", "金子", "岡本", "藤原", "中野", "三浦",
-    "原田", "中川", "松田", "竹内", "小野", "田村", "中山", "和田", "石田", "森田",
+    "佐藤",
+    "鈴木",
+    "高橋",
+    "田中",
+    "伊藤",
+    "渡辺",
+    "山本",
+    "中村",
+    "小林",
+    "加藤",
+    "吉田",
+    "山田",
+    "佐々木",
+    "山口",
+    "松本",
+    "井上",
+    "木村",
+    "林",
+    "斎藤",
+    "清水",
+    "山崎",
+    "森",
+    "池田",
+    "橋本",
+    "阿部",
+    "石川",
+    "山下",
+    "中島",
+    "石井",
+    "小川",
+    "前田",
+    "岡田",
+    "長谷川",
+    "藤田",
+    "後藤",
+    "近藤",
+    "村上",
+    "遠藤",
+    "青木",
+    "坂本",
+    "斉藤",
+    "福田",
+    "太田",
+    "西村",
+    "藤井",
+    "金子",
+    "岡本",
+    "藤原",
+    "中野",
+    "三浦",
+    "原田",
+    "中川",
+    "松田",
+    "竹内",
+    "小野",
+    "田村",
+    "中山",
+    "和田",
+    "石田",
+    "森田",
 ]
 GIVEN_NAMES = ["美智子", "健一", "和子", "誠", "幸子", "博", "恵子", "隆", "節子", "清"]
 
@@ -58,16 +109,18 @@ HOUSEHOLDS_PER_BLOCK = 12
 
 def refuse_in_production() -> None:
     if settings.PRODUCTION:
-        raise CommandError("Demo commands are refused with production settings (KAIRAN_ENV=production).")
+        raise CommandError(
+            "Demo commands are refused with production settings (KAIRAN_ENV=production)."
+        )
 
 
-def _staff_user(email: str, name: str) -> AbstractBaseUser:
+def _staff_user(email: str, name: str) -> User:
     user = services.user_get_or_create_by_email(email=email, name=name)
     EmailAddress.objects.filter(user=user, email=email).update(verified=True, primary=True)
     return user
 
 
-def _enable_totp(user: AbstractBaseUser) -> None:
+def _enable_totp(user: User) -> None:
     from allauth.mfa.models import Authenticator
     from allauth.mfa.totp.internal.auth import TOTP
 
@@ -76,7 +129,9 @@ def _enable_totp(user: AbstractBaseUser) -> None:
 
 
 def _resident(household: Household, key: str, name: str, kind: str) -> Member:
-    user, created = User.objects.get_or_create(username=f"demo-{key}", defaults={"first_name": name})
+    user, created = User.objects.get_or_create(
+        username=f"demo-{key}", defaults={"first_name": name}
+    )
     if created:
         user.set_unusable_password()
         user.save(update_fields=["password"])
@@ -122,7 +177,9 @@ def seed_demo() -> Community:
             mode = (
                 DeliveryMode.PAPER
                 if number % 3 == 0
-                else DeliveryMode.BOTH if number % 7 == 0 else DeliveryMode.APP
+                else DeliveryMode.BOTH
+                if number % 7 == 0
+                else DeliveryMode.APP
             )
             household = Household.objects.filter(block=block, label=label).first()
             if household is None:
@@ -143,7 +200,9 @@ def seed_demo() -> Community:
 
         leader_name = f"{FAMILY_NAMES[b_index * HOUSEHOLDS_PER_BLOCK + 1]} 班長"
         leader = _staff_user(f"leader{b_index + 1}@sakura.example", leader_name)
-        services.role_assign(community=community, user=leader, role=RoleKind.BLOCK_LEADER, block=block)
+        services.role_assign(
+            community=community, user=leader, role=RoleKind.BLOCK_LEADER, block=block
+        )
 
     helper1 = _staff_user(STAFF[2].email, STAFF[2].name)
     helper2 = _staff_user(STAFF[3].email, STAFF[3].name)
@@ -158,7 +217,7 @@ def seed_demo() -> Community:
     return community
 
 
-def demo_user(role: str) -> AbstractBaseUser:
+def demo_user(role: str) -> User:
     """The demo person who plays ``role``."""
     refuse_in_production()
     community = Community.objects.filter(slug=DEMO_SLUG).first()
@@ -173,11 +232,19 @@ def demo_user(role: str) -> AbstractBaseUser:
     if role in emails:
         return User.objects.get(email=emails[role])
     if role == "resident":
-        member = Member.objects.filter(
-            household__community=community, kind=MemberKind.RESIDENT, user__username__startswith="demo-r"
-        ).order_by("household__block__position", "household__circulation_order").first()
+        member = (
+            Member.objects.filter(
+                household__community=community,
+                kind=MemberKind.RESIDENT,
+                user__username__startswith="demo-r",
+            )
+            .order_by("household__block__position", "household__circulation_order")
+            .first()
+        )
     elif role == "supporter":
-        member = Member.objects.filter(household__community=community, kind=MemberKind.SUPPORTER).first()
+        member = Member.objects.filter(
+            household__community=community, kind=MemberKind.SUPPORTER
+        ).first()
     else:
         raise CommandError(
             "ROLE must be one of: chair, officer, block_leader, helper, resident, supporter"

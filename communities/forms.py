@@ -18,7 +18,9 @@ class HouseholdForm(forms.Form):
         max_length=60,
         help_text=_("As it appears on the board, for example 山田 or 3班-5."),
     )
-    block = forms.ModelChoiceField(label=_("Block"), queryset=Block.objects.none(), empty_label=None)
+    block = forms.ModelChoiceField(
+        label=_("Block"), queryset=Block.objects.none(), empty_label=None
+    )
     delivery_mode = forms.ChoiceField(
         label=_("How they receive circulars"),
         choices=DeliveryMode.choices,
@@ -60,7 +62,9 @@ class JoinForm(forms.Form):
         label=_("Your name"),
         max_length=60,
         required=False,
-        help_text=_("How others in the association see you. You may leave it empty: we write 家族."),
+        help_text=_(
+            "How others in the association see you. You may leave it empty: we write 家族."
+        ),
         widget=forms.TextInput(attrs={"autocomplete": "name"}),
     )
     kind = forms.ChoiceField(
@@ -104,4 +108,6 @@ class CommunityForm(forms.Form):
 class PreferenceForm(forms.Form):
     large_text = forms.BooleanField(required=False)
     high_contrast = forms.BooleanField(required=False)
-    setting = forms.ChoiceField(choices=[("large_text", "large_text"), ("high_contrast", "high_contrast")])
+    setting = forms.ChoiceField(
+        choices=[("large_text", "large_text"), ("high_contrast", "high_contrast")]
+    )

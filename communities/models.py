@@ -64,9 +64,7 @@ class DeliveryMode(models.TextChoices):
 class Household(models.Model):
     """A household (世帯): the unit of delivery, as with the paper board."""
 
-    community = models.ForeignKey(
-        Community, on_delete=models.CASCADE, related_name="households"
-    )
+    community = models.ForeignKey(Community, on_delete=models.CASCADE, related_name="households")
     block = models.ForeignKey(Block, on_delete=models.PROTECT, related_name="households")
     label = models.CharField(_("household name"), max_length=60)
     address = models.CharField(_("address"), max_length=200, blank=True)
@@ -247,7 +245,9 @@ class RosterImport(models.Model):
     """
 
     community = models.ForeignKey(Community, on_delete=models.CASCADE, related_name="+")
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
     created_at = models.DateTimeField(db_default=Now())
     file_name = models.CharField(max_length=200)
     encoding = models.CharField(max_length=20)

@@ -23,7 +23,7 @@ class PrintFontMissing(RuntimeError):
 
 @cache
 def print_font_status() -> str:
-    """"ok" when fontconfig resolves the print font to one of its files, else "missing"."""
+    """ "ok" when fontconfig resolves the print font to one of its files, else "missing"."""
     family = settings.KAIRAN_PRINT_FONT_FAMILY
     try:
         found = subprocess.run(  # noqa: S603

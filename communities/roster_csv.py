@@ -13,7 +13,7 @@ import unicodedata
 from collections.abc import Iterable
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Max
@@ -150,7 +150,7 @@ def parse_rows(*, text: str, community: Community) -> list[dict[str, Any]]:
 
 @transaction.atomic
 def roster_import_create(
-    *, community: Community, user: AbstractBaseUser, file_name: str, data: bytes
+    *, community: Community, user: User, file_name: str, data: bytes
 ) -> RosterImport:
     """Read and check an uploaded file; nothing reaches the roster yet."""
     text, encoding = decode(data)
@@ -247,7 +247,9 @@ def roster_export_csv(*, households: Iterable[Household]) -> bytes:
                 household.circulation_order,
                 _cell_safe(household.label),
                 _cell_safe(household.address),
-                household.phone if PHONE_RE.fullmatch(household.phone) else _cell_safe(household.phone),
+                household.phone
+                if PHONE_RE.fullmatch(household.phone)
+                else _cell_safe(household.phone),
                 MODE_LABELS.get(DeliveryMode(household.delivery_mode), household.delivery_mode),
                 _cell_safe(household.helper_note),
             ]

@@ -6,8 +6,7 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Max
@@ -33,8 +32,6 @@ from communities.models import (
 from communities.selectors import InviteStatus, household_invite_lookup
 from communities.tokens import code_hash, code_new, token_hash, token_new
 
-User = get_user_model()
-
 INVITE_CARD_DAYS = 30
 INVITE_DEVICE_MINUTES = 15
 LOGIN_LINK_MINUTES = 30
@@ -51,14 +48,12 @@ def fiscal_year_current(*, today: date | None = None) -> int:
 
 
 @transaction.atomic
-def community_create(*, name: str, slug: str, chair: AbstractBaseUser, contact: str = "") -> Community:
+def community_create(*, name: str, slug: str, chair: User, contact: str = "") -> Community:
     name = name.strip()
     if not name:
         raise ValidationError({"name": _("Enter the association's name.")})
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]{1,49}", slug):
-        raise ValidationError(
-            {"slug": _("Use 2 to 50 lower-case letters, digits and hyphens.")}
-        )
+        raise ValidationError({"slug": _("Use 2 to 50 lower-case letters, digits and hyphens.")})
     if Community.objects.filter(slug=slug).exists():
         raise ValidationError({"slug": _("This short name is already taken.")})
     community = Community.objects.create(name=name, slug=slug, contact=contact)
@@ -130,7 +125,9 @@ class HouseholdData:
     helper_note: str = ""
 
 
-def _household_validate(*, data: HouseholdData, community: Community, exclude_id: int | None) -> None:
+def _household_validate(
+    *, data: HouseholdData, community: Community, exclude_id: int | None
+) -> None:
     errors: dict[str, str] = {}
     if not data.label.strip():
         errors["label"] = _("Enter the household's name.")
@@ -225,7 +222,7 @@ def household_remove(*, household: Household) -> RemovedHousehold:
 # --- Roles ------------------------------------------------------------------------------
 
 
-def user_get_or_create_by_email(*, email: str, name: str = "") -> AbstractBaseUser:
+def user_get_or_create_by_email(*, email: str, name: str = "") -> User:
     """The account for an officer or helper, created on first mention (login by code)."""
     from allauth.account.models import EmailAddress
 
@@ -253,7 +250,7 @@ def user_get_or_create_by_email(*, email: str, name: str = "") -> AbstractBaseUs
 def role_assign(
     *,
     community: Community,
-    user: AbstractBaseUser,
+    user: User,
     role: str,
     block: Block | None = None,
     fiscal_year: int | None = None,
@@ -354,7 +351,7 @@ class IssuedInvite:
 
 
 def _invite_create(
-    *, household: Household, kind: str, created_by: AbstractBaseUser | None, lifetime: timedelta
+    *, household: Household, kind: str, created_by: User | None, lifetime: timedelta
 ) -> IssuedInvite:
     token, code = token_new(), code_new()
     invite = HouseholdInvite.objects.create(
@@ -370,7 +367,7 @@ def _invite_create(
 
 @transaction.atomic
 def household_invite_issue(
-    *, household: Household, created_by: AbstractBaseUser | None, kind: str = InviteKind.CARD
+    *, household: Household, created_by: User | None, kind: str = InviteKind.CARD
 ) -> IssuedInvite:
     """A new invite for a household. A new card revokes the household's earlier cards."""
     if kind == InviteKind.CARD:
@@ -385,7 +382,7 @@ def household_invite_issue(
 
 @transaction.atomic
 def household_invites_issue_for_block(
-    *, block: Block, created_by: AbstractBaseUser
+    *, block: Block, created_by: User
 ) -> list[tuple[Household, IssuedInvite]]:
     return [
         (household, household_invite_issue(household=household, created_by=created_by))
@@ -410,7 +407,7 @@ def household_invite_redeem(
     display_name: str,
     kind: str,
     consent: bool,
-    user: AbstractBaseUser | None = None,
+    user: User | None = None,
 ) -> Member:
     """Join a household with a card or device invite.
 
@@ -458,24 +455,29 @@ def member_remove(*, member: Member) -> None:
     user_id = member.user_id
     member.delete()
     User.objects.filter(
-        pk=user_id, memberships__isnull=True, role_assignments__isnull=True, emailaddress__isnull=True
+        pk=user_id,
+        memberships__isnull=True,
+        role_assignments__isnull=True,
+        emailaddress__isnull=True,
     ).delete()
 
 
 # --- Login links and preferences --------------------------------------------------------
 
 
-def login_link_issue(*, user: AbstractBaseUser, minutes: int = LOGIN_LINK_MINUTES) -> str:
+def login_link_issue(*, user: User, minutes: int = LOGIN_LINK_MINUTES) -> str:
     """Create a one-time login link and return its raw token (never stored)."""
     token = token_new()
     LoginLink.objects.create(
-        user=user, token_hash=token_hash(token), expires_at=timezone.now() + timedelta(minutes=minutes)
+        user=user,
+        token_hash=token_hash(token),
+        expires_at=timezone.now() + timedelta(minutes=minutes),
     )
     return token
 
 
 @transaction.atomic
-def login_link_redeem(*, token: str, now: datetime | None = None) -> AbstractBaseUser | None:
+def login_link_redeem(*, token: str, now: datetime | None = None) -> User | None:
     now = now or timezone.now()
     spent = LoginLink.objects.filter(
         token_hash=token_hash(token), used_at__isnull=True, expires_at__gt=now
@@ -488,7 +490,7 @@ def login_link_redeem(*, token: str, now: datetime | None = None) -> AbstractBas
 
 def preference_update(
     *,
-    user: AbstractBaseUser,
+    user: User,
     large_text: bool | None = None,
     high_contrast: bool | None = None,
     furigana: bool | None = None,
@@ -513,12 +515,11 @@ def preference_update(
 def households_renumber(*, block: Block) -> None:
     """Close gaps in a block's circulation order (1, 2, 3 ...)."""
     for order, pk in enumerate(
-        Household.objects.filter(block=block).order_by("circulation_order", "id").values_list(
-            "pk", flat=True
-        ),
+        Household.objects.filter(block=block)
+        .order_by("circulation_order", "id")
+        .values_list("pk", flat=True),
         start=1,
     ):
         Household.objects.filter(pk=pk).exclude(circulation_order=order).update(
             circulation_order=order
         )
-

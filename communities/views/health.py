@@ -31,7 +31,9 @@ def _channel_layer() -> str:
     import redis
 
     try:
-        client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
+        client = redis.Redis.from_url(
+            settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1
+        )
         client.ping()
         client.close()
     except Exception:
@@ -47,6 +49,6 @@ def healthz(request: HttpRequest) -> JsonResponse:
         "database": _database(),
         "channel_layer": _channel_layer(),
         "print_font": print_font_status(),
-        "tasks_backend": settings.TASKS["default"]["BACKEND"].rsplit(".", 1)[-1],
+        "tasks_backend": str(settings.TASKS["default"]["BACKEND"]).rsplit(".", 1)[-1],
     }
     return JsonResponse(body, status=200 if body["database"] == "ok" else 503)

@@ -12,6 +12,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
 
 from communities import services
+from communities.decorators import request_user
 from communities.forms import CommunityForm
 from communities.selectors import communities_for_user
 
@@ -48,7 +49,11 @@ def preferences(request: HttpRequest) -> HttpResponse:
         next_url = "/"
     response = redirect(next_url)
     if request.user.is_authenticated:
-        services.preference_update(user=request.user, **{setting: value})
+        user = request_user(request)
+        if setting == "large_text":
+            services.preference_update(user=user, large_text=value)
+        else:
+            services.preference_update(user=user, high_contrast=value)
     else:
         current = set(filter(None, request.COOKIES.get(PREF_COOKIE, "").split(".")))
         if value:
@@ -68,7 +73,7 @@ def community_new(request: HttpRequest) -> HttpResponse:
     form = CommunityForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            community = services.community_create(chair=request.user, **form.cleaned_data)
+            community = services.community_create(chair=request_user(request), **form.cleaned_data)
         except ValidationError as error:
             for field, items in error.message_dict.items():
                 form.add_error(field if field in form.fields else None, items)

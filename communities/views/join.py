@@ -16,11 +16,11 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
 from communities import services
+from communities.decorators import request_user
 from communities.forms import JoinCodeForm, JoinForm
+from communities.middleware import LONG_SESSION_KEY
 from communities.selectors import InviteStatus, block_leaders_for, household_invite_lookup
 from communities.tokens import code_normalise
-
-from communities.middleware import LONG_SESSION_KEY  # noqa: E402
 
 
 def start_long_session(request: HttpRequest) -> None:
@@ -38,7 +38,9 @@ def _refused(request: HttpRequest, status: str, invite: object | None) -> HttpRe
             "household": household,
             "leaders": block_leaders_for(household=household) if household else [],
         },
-        status=410 if status in {InviteStatus.USED, InviteStatus.EXPIRED, InviteStatus.REVOKED} else 404,
+        status=410
+        if status in {InviteStatus.USED, InviteStatus.EXPIRED, InviteStatus.REVOKED}
+        else 404,
     )
 
 
@@ -49,7 +51,7 @@ def _join(request: HttpRequest, *, token: str = "", code: str = "") -> HttpRespo
     household = lookup.invite.household
     form = JoinForm(request.POST if request.POST.get("step") == "join" else None)
     if form.is_bound and form.is_valid():
-        user = request.user if request.user.is_authenticated else None
+        user = request_user(request) if request.user.is_authenticated else None
         try:
             member = services.household_invite_redeem(
                 token=token, code=code, user=user, **form.cleaned_data
@@ -94,7 +96,9 @@ def join_code(request: HttpRequest) -> HttpResponse:
         if len(code) != 8:
             form.add_error("code", "コードは8文字です。カードをもう一度ご確認ください。")
         elif household_invite_lookup(code=code).status == InviteStatus.UNKNOWN:
-            form.add_error("code", "このコードは見つかりません。カードの文字をもう一度ご確認ください。")
+            form.add_error(
+                "code", "このコードは見つかりません。カードの文字をもう一度ご確認ください。"
+            )
         else:
             return _join(request, code=code)
     return render(request, "communities/join_code.html", {"form": form})

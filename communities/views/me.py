@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
@@ -12,6 +13,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from communities import services
+from communities.decorators import request_user
 from communities.models import InviteKind, Member
 from communities.pdf import qr_svg_data_uri
 from communities.tokens import code_format
@@ -19,7 +21,7 @@ from communities.tokens import code_format
 
 def _memberships(request: HttpRequest) -> list[Member]:
     return list(
-        Member.objects.filter(user=request.user)
+        Member.objects.filter(user=request_user(request))
         .select_related("household__block", "household__community")
         .order_by("household__community__name", "pk")
     )
@@ -42,18 +44,19 @@ def me(request: HttpRequest) -> HttpResponse:
 @login_required
 def me_export(request: HttpRequest) -> HttpResponse:
     """Everything we hold about the person's households, as JSON (個人情報保護法: 開示)."""
-    data = {
+    user = request_user(request)
+    data: dict[str, Any] = {
         "exported_at": timezone.now().isoformat(),
         "account": {
-            "name": request.user.get_full_name(),  # type: ignore[union-attr]
-            "email": getattr(request.user, "email", ""),
-            "date_joined": request.user.date_joined.isoformat(),  # type: ignore[union-attr]
+            "name": user.get_full_name(),
+            "email": user.email,
+            "date_joined": user.date_joined.isoformat(),
         },
         "households": [],
     }
     for membership in _memberships(request):
         household = membership.household
-        data["households"].append(  # type: ignore[attr-defined]
+        data["households"].append(
             {
                 "community": household.community.name,
                 "purpose": household.community.roster_purpose,
@@ -70,14 +73,15 @@ def me_export(request: HttpRequest) -> HttpResponse:
                         "joined_at": member.joined_at.isoformat(),
                         "consented_at": member.consented_at.isoformat(),
                         "consent_version": member.consent_version,
-                        "is_you": member.user_id == request.user.pk,
+                        "is_you": member.user_id == user.pk,
                     }
                     for member in household.members.order_by("joined_at", "pk")
                 ],
             }
         )
     response = HttpResponse(
-        json.dumps(data, ensure_ascii=False, indent=2), content_type="application/json; charset=utf-8"
+        json.dumps(data, ensure_ascii=False, indent=2),
+        content_type="application/json; charset=utf-8",
     )
     response["Content-Disposition"] = 'attachment; filename="kairan-my-data.json"'
     response["Cache-Control"] = "no-store"
@@ -95,7 +99,7 @@ def add_device(request: HttpRequest) -> HttpResponse:
     if membership is None:
         raise Http404
     issued = services.household_invite_issue(
-        household=membership.household, created_by=request.user, kind=InviteKind.DEVICE
+        household=membership.household, created_by=request_user(request), kind=InviteKind.DEVICE
     )
     url = request.build_absolute_uri(f"/join/{issued.token}/")
     return render(

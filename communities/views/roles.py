@@ -39,7 +39,10 @@ def role_list(request: HttpRequest, access: Access) -> HttpResponse:
                 for message in error.messages:
                     form.add_error(None, message)
             else:
-                messages.success(request, _("The role was given. They can log in with a code sent to their email."))
+                messages.success(
+                    request,
+                    _("The role was given. They can log in with a code sent to their email."),
+                )
                 return redirect("communities:role_list", slug=access.community.slug)
     return render(
         request,
@@ -106,15 +109,19 @@ def rollover(request: HttpRequest, access: Access) -> HttpResponse:
                 errors.extend(error.messages)
             else:
                 messages.success(
-                    request, _("Year %(year)s has started. Last year's roles are kept in the history.") % {"year": year}
+                    request,
+                    _("Year %(year)s has started. Last year's roles are kept in the history.")
+                    % {"year": year},
                 )
                 return redirect("communities:role_list", slug=access.community.slug)
     rows = [
         {
             "block": block,
-            "leaders": request.POST.get(f"leader-{block.pk}") if request.method == "POST"
+            "leaders": request.POST.get(f"leader-{block.pk}")
+            if request.method == "POST"
             else ", ".join(by_block.get(block.pk, {}).get("block_leader", [])),
-            "helpers": request.POST.get(f"helper-{block.pk}") if request.method == "POST"
+            "helpers": request.POST.get(f"helper-{block.pk}")
+            if request.method == "POST"
             else ", ".join(by_block.get(block.pk, {}).get("helper", [])),
         }
         for block in blocks

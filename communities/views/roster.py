@@ -11,7 +11,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
 
 from communities import roster_csv, services
-from communities.decorators import community_view
+from communities.decorators import community_view, request_user
 from communities.forms import BlockForm, HouseholdForm, RosterUploadForm
 from communities.invite_cards import invite_cards_pdf
 from communities.models import RosterImport
@@ -75,7 +75,12 @@ def block_detail(request: HttpRequest, access: Access, block_id: int) -> HttpRes
     return render(
         request,
         "communities/block_detail.html",
-        {"access": access, "block": block, "households": households, "form": BlockForm(initial={"name": block.name})},
+        {
+            "access": access,
+            "block": block,
+            "households": households,
+            "form": BlockForm(initial={"name": block.name}),
+        },
     )
 
 
@@ -124,10 +129,14 @@ def invite_cards(request: HttpRequest, access: Access, block_id: int) -> HttpRes
     if not access.can_issue_invites(block.pk):
         raise Http404
     if request.method == "POST":
-        cards = services.household_invites_issue_for_block(block=block, created_by=request.user)
+        cards = services.household_invites_issue_for_block(
+            block=block, created_by=request_user(request)
+        )
         if not cards:
             messages.error(request, _("This block has no households yet."))
-            return redirect("communities:invite_cards", slug=access.community.slug, block_id=block.pk)
+            return redirect(
+                "communities:invite_cards", slug=access.community.slug, block_id=block.pk
+            )
         pdf = invite_cards_pdf(
             community=access.community, cards=cards, base_url=request.build_absolute_uri("/")
         )
@@ -146,7 +155,7 @@ def household_invite_card(request: HttpRequest, access: Access, household_id: in
     household = household_get_visible(access=access, household_id=household_id)
     if not access.can_issue_invites(household.block_id):
         raise Http404
-    issued = services.household_invite_issue(household=household, created_by=request.user)
+    issued = services.household_invite_issue(household=household, created_by=request_user(request))
     pdf = invite_cards_pdf(
         community=access.community,
         cards=[(household, issued)],
@@ -192,7 +201,9 @@ def household_create(request: HttpRequest, access: Access) -> HttpResponse:
                 "communities:block_detail", slug=access.community.slug, block_id=household.block_id
             )
     return render(
-        request, "communities/household_form.html", {"access": access, "form": form, "household": None}
+        request,
+        "communities/household_form.html",
+        {"access": access, "form": form, "household": None},
     )
 
 
@@ -235,9 +246,7 @@ def household_delete(request: HttpRequest, access: Access, household_id: int) ->
     if request.method == "POST":
         block_id = household.block_id
         services.household_remove(household=household)
-        messages.success(
-            request, _("The household and its personal data were removed.")
-        )
+        messages.success(request, _("The household and its personal data were removed."))
         return redirect("communities:block_detail", slug=access.community.slug, block_id=block_id)
     return render(
         request, "communities/household_delete.html", {"access": access, "household": household}
@@ -264,10 +273,12 @@ def roster_import(request: HttpRequest, access: Access) -> HttpResponse:
         upload = form.cleaned_data["file"]
         try:
             if upload.size > roster_csv.MAX_BYTES:
-                raise ValidationError(_("The file is larger than 2 MB. Split it into smaller files."))
+                raise ValidationError(
+                    _("The file is larger than 2 MB. Split it into smaller files.")
+                )
             pending = roster_csv.roster_import_create(
                 community=access.community,
-                user=request.user,
+                user=request_user(request),
                 file_name=upload.name or "roster.csv",
                 data=upload.read(),
             )
@@ -275,7 +286,9 @@ def roster_import(request: HttpRequest, access: Access) -> HttpResponse:
             form.add_error("file", error.messages)
         else:
             return redirect(
-                "communities:roster_import_preview", slug=access.community.slug, import_id=pending.pk
+                "communities:roster_import_preview",
+                slug=access.community.slug,
+                import_id=pending.pk,
             )
     return render(request, "communities/roster_import.html", {"access": access, "form": form})
 
@@ -294,12 +307,12 @@ def roster_import_preview(request: HttpRequest, access: Access, import_id: int) 
         except ValidationError as error:
             messages.error(request, " ".join(error.messages))
             return redirect(
-                "communities:roster_import_preview", slug=access.community.slug, import_id=pending.pk
+                "communities:roster_import_preview",
+                slug=access.community.slug,
+                import_id=pending.pk,
             )
         else:
-            messages.success(
-                request, _("%(count)s households were imported.") % {"count": count}
-            )
+            messages.success(request, _("%(count)s households were imported.") % {"count": count})
         return redirect("communities:household_list", slug=access.community.slug)
     rows = pending.rows
     return render(
@@ -320,6 +333,8 @@ def roster_export(request: HttpRequest, access: Access) -> HttpResponse:
     data = roster_csv.roster_export_csv(households=households_visible(access=access))
     stamp = timezone.localdate().isoformat()
     response = HttpResponse(data, content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="roster-{access.community.slug}-{stamp}.csv"'
+    response["Content-Disposition"] = (
+        f'attachment; filename="roster-{access.community.slug}-{stamp}.csv"'
+    )
     response["Cache-Control"] = "no-store"
     return response
