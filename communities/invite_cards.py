@@ -6,7 +6,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from communities.models import Community, Household
-from communities.pdf import pdf_render, qr_svg_data_uri
+from communities.pdf import pdf_render, qr_png_data_uri
 from communities.services import IssuedInvite
 from communities.tokens import code_format
 
@@ -23,7 +23,7 @@ def invite_cards_pdf(
             "household": household,
             "block": household.block,
             "url": base + reverse("join_token", kwargs={"token": issued.token}),
-            "qr": qr_svg_data_uri(base + reverse("join_token", kwargs={"token": issued.token})),
+            "qr": qr_png_data_uri(base + reverse("join_token", kwargs={"token": issued.token})),
             "code": code_format(issued.code),
             "expires_on": timezone.localtime(issued.invite.expires_at).date(),
         }

@@ -15,7 +15,7 @@ from django.views.decorators.http import require_POST
 from communities import services
 from communities.decorators import request_user
 from communities.models import InviteKind, Member
-from communities.pdf import qr_svg_data_uri
+from communities.pdf import qr_png_data_uri
 from communities.tokens import code_format
 
 
@@ -107,7 +107,7 @@ def add_device(request: HttpRequest) -> HttpResponse:
         "communities/add_device.html",
         {
             "household": membership.household,
-            "qr": qr_svg_data_uri(url),
+            "qr": qr_png_data_uri(url),
             "url": url,
             "code": code_format(issued.code),
             "minutes": services.INVITE_DEVICE_MINUTES,
