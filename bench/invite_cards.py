@@ -57,9 +57,8 @@ def main() -> None:
         timings.append((time.perf_counter() - start) * 1000)
         size = len(pdf)
     timings.sort()
-    print(
-        f"invite cards, {args.households} households, {args.runs} runs (2 cores shared with nothing)"
-    )
+    load = os.getloadavg()[0]
+    print(f"invite cards, {args.households} households, {args.runs} runs, load {load:.2f}")
     print(
         f"  median {statistics.median(timings):.0f} ms   min {timings[0]:.0f} ms   "
         f"max {timings[-1]:.0f} ms   pdf {size / 1024:.0f} KiB"
