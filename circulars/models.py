@@ -1,0 +1,140 @@
+"""Circulars, their attachments, and the receipts that make up the delivery ledger."""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Now
+from django.utils.translation import gettext_lazy as _
+
+from communities.models import Block, Community, Household, Member
+
+
+class Priority(models.TextChoices):
+    NORMAL = "normal", _("Normal")
+    IMPORTANT = "important", _("Important")
+    URGENT = "urgent", _("Urgent")
+
+
+class CircularStatus(models.TextChoices):
+    DRAFT = "draft", _("Draft")
+    SCHEDULED = "scheduled", _("Scheduled")
+    PUBLISHED = "published", _("Published")
+
+
+class Circular(models.Model):
+    """A circular (回覧): what the board carries from house to house."""
+
+    community = models.ForeignKey(Community, on_delete=models.CASCADE, related_name="circulars")
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    title = models.CharField(_("title"), max_length=120)
+    body = models.TextField(_("text"), blank=True)
+    priority = models.CharField(
+        _("priority"), max_length=10, choices=Priority.choices, default=Priority.NORMAL
+    )
+    all_blocks = models.BooleanField(_("all blocks"), default=True)
+    blocks = models.ManyToManyField(Block, blank=True, related_name="+")
+    due_date = models.DateField(_("due date"), null=True, blank=True)
+    status = models.CharField(
+        max_length=10, choices=CircularStatus.choices, default=CircularStatus.DRAFT
+    )
+    publish_at = models.DateTimeField(_("publish at"), null=True, blank=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+    # Set when a published circular is edited: residents see 「訂正 (日時)」.
+    corrected_at = models.DateTimeField(null=True, blank=True)
+    revision = models.PositiveIntegerField(default=1, db_default=1)
+    created_at = models.DateTimeField(db_default=Now())
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-published_at", "-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["community", "status", "published_at"]),
+            models.Index(fields=["status", "publish_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class AttachmentKind(models.TextChoices):
+    IMAGE = "image", _("Image")
+    PDF = "pdf", _("PDF")
+
+
+class Attachment(models.Model):
+    """A checked file: images re-encoded (no EXIF), PDFs kept as they came after checks."""
+
+    circular = models.ForeignKey(Circular, on_delete=models.CASCADE, related_name="attachments")
+    kind = models.CharField(max_length=5, choices=AttachmentKind.choices)
+    file = models.FileField(upload_to="attachments/%Y/%m/")
+    thumbnail = models.FileField(upload_to="attachments/%Y/%m/", blank=True)
+    original_name = models.CharField(max_length=200)
+    size = models.PositiveIntegerField()
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    pages = models.PositiveIntegerField(null=True, blank=True)
+    position = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        ordering = ["position", "id"]
+
+    def __str__(self) -> str:
+        return self.original_name
+
+
+class ReceiptMethod(models.TextChoices):
+    APP = "app", _("App")
+    EMAIL = "email", _("Email link")
+    PAPER = "paper", _("Paper sign-off")
+    PROXY_HAND = "proxy_hand", _("Handed over")
+    PROXY_PHONE = "proxy_phone", _("Phone call")
+    PROXY_VISIT = "proxy_visit", _("Visit")
+
+
+PROXY_METHODS = (ReceiptMethod.PROXY_HAND, ReceiptMethod.PROXY_PHONE, ReceiptMethod.PROXY_VISIT)
+
+
+class Receipt(models.Model):
+    """One row per (circular, household): the digital 確認印.
+
+    Created for every targeted household when the circular is published, so the ledger is
+    exactly this table. Opening is not confirming: ``confirmed_at`` is set only by an
+    explicit 「確認しました」 or a recorded paper/proxy sign-off.
+    """
+
+    circular = models.ForeignKey(Circular, on_delete=models.CASCADE, related_name="receipts")
+    # SET_NULL: a removed household's receipts stay as anonymous counts.
+    household = models.ForeignKey(
+        Household, on_delete=models.SET_NULL, null=True, related_name="receipts"
+    )
+    # Denormalised so a block's ledger is one indexed range, and kept when a household moves.
+    block = models.ForeignKey(Block, on_delete=models.PROTECT, related_name="+")
+    opened_at = models.DateTimeField(null=True, blank=True)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    method = models.CharField(max_length=12, choices=ReceiptMethod.choices, blank=True)
+    confirmed_by = models.ForeignKey(
+        Member, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    recorded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    confirm_key = models.UUIDField(null=True, blank=True)
+    version = models.PositiveIntegerField(default=0, db_default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["circular", "household"], name="receipt_one_per_household"
+            ),
+            models.CheckConstraint(
+                condition=Q(confirmed_at__isnull=True) | ~Q(method=""),
+                name="receipt_confirmed_has_method",
+            ),
+        ]
+        indexes = [models.Index(fields=["circular", "block", "confirmed_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.circular_id}/{self.household_id}"
