@@ -13,28 +13,29 @@ from typing import Concatenate
 from allauth.mfa.utils import is_mfa_enabled
 from django.contrib.auth.models import User
 from django.contrib.auth.views import redirect_to_login
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest
+from django.http.response import HttpResponseBase
 from django.shortcuts import render
 
 from communities.selectors import Access, community_access_get
 
-type CommunityView = Callable[Concatenate[HttpRequest, Access, ...], HttpResponse]
+type CommunityView = Callable[Concatenate[HttpRequest, Access, ...], HttpResponseBase]
 
 
 def community_view(
     *, officer: bool = False, staff: bool = False, roster: bool = False
-) -> Callable[[CommunityView], Callable[..., HttpResponse]]:
+) -> Callable[[CommunityView], Callable[..., HttpResponseBase]]:
     """Resolve ``slug`` into an ``Access`` and check it.
 
     officer: chair or officer only. staff: officers, block leaders and helpers.
     roster: the page shows personal data, so chair and officers need MFA first.
     """
 
-    def decorator(view: CommunityView) -> Callable[..., HttpResponse]:
+    def decorator(view: CommunityView) -> Callable[..., HttpResponseBase]:
         @wraps(view)
         def wrapper(
             request: HttpRequest, slug: str, *args: object, **kwargs: object
-        ) -> HttpResponse:
+        ) -> HttpResponseBase:
             if not request.user.is_authenticated:
                 return redirect_to_login(request.get_full_path())
             access = community_access_get(slug=slug, user=request.user)

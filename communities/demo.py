@@ -214,7 +214,63 @@ def seed_demo() -> Community:
     # A daughter in Osaka looks after her mother's household (高橋, app and paper).
     parent = Household.objects.get(block=blocks[0], label="高橋")
     _resident(parent, "supporter", "高橋 由美 (娘)", MemberKind.SUPPORTER)
+    _seed_circulars(community, chair)
     return community
+
+
+def _seed_circulars(community: Community, chair: User) -> None:
+    """Two published circulars (one half confirmed) and a draft, once."""
+    from datetime import timedelta
+
+    from circulars import services as circulars
+    from circulars.models import Circular, Priority, ReceiptMethod
+
+    if Circular.objects.filter(community=community).exists():
+        return
+    today = timezone.localdate()
+    garbage = circulars.circular_create(
+        community=community,
+        author=chair,
+        data=circulars.CircularData(
+            title="ごみ収集日の変更について",
+            body=(
+                "市からのお知らせです。\n\n"
+                "来月から、燃えるごみの収集日が月曜・木曜に変わります。\n"
+                "資源ごみは第2・第4水曜日のままです。\n\n"
+                "詳しくは市のホームページをご覧ください。 https://www.city.example.jp/gomi"
+            ),
+            priority=Priority.IMPORTANT,
+            due_date=today + timedelta(days=7),
+        ),
+    )
+    garbage = circulars.circular_publish(circular=garbage)
+    for index, receipt in enumerate(garbage.receipts.select_related("household")):
+        if receipt.household is None or index % 2:
+            continue
+        member = receipt.household.members.first()
+        if member is not None:
+            circulars.receipt_confirm(
+                circular=garbage,
+                household=receipt.household,
+                method=ReceiptMethod.APP,
+                member=member,
+                recorded_by=member.user,
+            )
+    festival = circulars.circular_create(
+        community=community,
+        author=chair,
+        data=circulars.CircularData(
+            title="夏祭りのお手伝い募集",
+            body="8月の夏祭りで、テント設営のお手伝いを募集します。\n班長までお知らせください。",
+            due_date=today + timedelta(days=14),
+        ),
+    )
+    circulars.circular_publish(circular=festival)
+    circulars.circular_create(
+        community=community,
+        author=chair,
+        data=circulars.CircularData(title="防災訓練のお知らせ（下書き）", body="日時：未定"),
+    )
 
 
 def demo_user(role: str) -> User:

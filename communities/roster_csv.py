@@ -59,7 +59,8 @@ def decode(data: bytes) -> tuple[str, str]:
         raise ValidationError(_("The file is larger than 2 MB. Split it into smaller files."))
     if not data.strip():
         raise ValidationError(_("The file is empty."))
-    if b"\x00" in data[:4096]:
+    # Anywhere in the file, not only at the start: PostgreSQL cannot store U+0000.
+    if b"\x00" in data:
         raise ValidationError(
             _("This is not a CSV file. In Excel, choose 'Save as' and 'CSV (comma delimited)'.")
         )

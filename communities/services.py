@@ -287,10 +287,15 @@ def role_assign(
 @transaction.atomic
 def role_end(*, assignment: RoleAssignment) -> RoleAssignment:
     if assignment.role == RoleKind.CHAIR:
-        chairs = RoleAssignment.objects.filter(
-            community_id=assignment.community_id, role=RoleKind.CHAIR, ended_at__isnull=True
+        # Locked: two chairs ending each other at once must not leave none.
+        chairs = (
+            RoleAssignment.objects.select_for_update()
+            .filter(
+                community_id=assignment.community_id, role=RoleKind.CHAIR, ended_at__isnull=True
+            )
+            .order_by("pk")
         )
-        if chairs.count() <= 1:
+        if len(chairs) <= 1:
             raise ValidationError(_("An association always needs a chair."))
     if assignment.ended_at is None:
         assignment.ended_at = timezone.now()

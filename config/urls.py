@@ -15,6 +15,7 @@ urlpatterns = [
     path("me/add-device/", me.add_device, name="add_device"),
     path("c/new/", home.community_new, name="community_new"),
     path("c/<slug:slug>/", include("communities.urls")),
+    path("c/<slug:slug>/", include("circulars.urls")),
     path("accounts/", include("allauth.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
 ]

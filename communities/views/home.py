@@ -14,7 +14,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from communities import services
 from communities.decorators import request_user
 from communities.forms import CommunityForm
-from communities.selectors import communities_for_user
+from communities.selectors import communities_for_user, community_access_for
 
 PREF_COOKIE = "kairan_prefs"
 
@@ -22,14 +22,19 @@ PREF_COOKIE = "kairan_prefs"
 def home(request: HttpRequest) -> HttpResponse:
     if not request.user.is_authenticated:
         return render(request, "communities/landing.html")
-    places = communities_for_user(user=request.user)
+    from circulars.selectors import inbox
+
+    user = request_user(request)
+    places = communities_for_user(user=user)
+    inboxes = []
+    for place in places:
+        if place.is_member:
+            access = community_access_for(community=place.community, user_id=user.pk)
+            inboxes.append({"access": access, "items": inbox(access=access, limit=10)})
     return render(
         request,
         "communities/home.html",
-        {
-            "member_places": [place for place in places if place.is_member],
-            "staff_places": [place for place in places if place.roles],
-        },
+        {"inboxes": inboxes, "staff_places": [place for place in places if place.roles]},
     )
 
 

@@ -77,7 +77,8 @@ def block_detail(request: HttpRequest, access: Access, block_id: int) -> HttpRes
         "communities/block_detail.html",
         {
             "access": access,
-            "block": block,
+            # Not "block": inside {% block %} Django's template engine shadows that name.
+            "current_block": block,
             "households": households,
             "form": BlockForm(initial={"name": block.name}),
         },
@@ -145,7 +146,7 @@ def invite_cards(request: HttpRequest, access: Access, block_id: int) -> HttpRes
     return render(
         request,
         "communities/invite_cards.html",
-        {"access": access, "block": block, "households": households},
+        {"access": access, "current_block": block, "households": households},
     )
 
 

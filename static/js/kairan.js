@@ -2,6 +2,8 @@
 (function () {
   "use strict";
 
+  var POLL_MS = 15000;
+
   /* Forms that change a lot ask first: <form data-confirm="...">. */
   document.addEventListener("submit", function (event) {
     var form = event.target;
@@ -11,37 +13,117 @@
     }
   });
 
-  /* A live socket: <div data-live-ws="/ws/inbox/">. The database is the truth: on every
-     (re)connect the page asks the server for a fresh snapshot via the "kairan:resync"
-     event, so a lost message costs nothing. */
+  function fire(name, detail) {
+    document.body.dispatchEvent(new CustomEvent(name, { bubbles: true, detail: detail }));
+  }
+
+  function label(root, key) {
+    var element = root.querySelector('[data-label="' + key + '"]');
+    return element ? element.textContent : key;
+  }
+
+  function setCounts(scope, counts) {
+    if (!scope || !counts) { return; }
+    Object.keys(counts).forEach(function (key) {
+      var cells = scope.querySelectorAll('[data-count="' + key + '"]');
+      for (var i = 0; i < cells.length; i++) {
+        if (cells[i].closest("[data-counts-for]") === scope) { cells[i].textContent = counts[key]; }
+      }
+    });
+  }
+
+  /* A block leader sees only their blocks: their totals are the sum of those blocks. */
+  function sumBlocks(root) {
+    var totals = {};
+    var blocks = root.querySelectorAll('[data-counts-for^="block-"]');
+    for (var i = 0; i < blocks.length; i++) {
+      var cells = blocks[i].querySelectorAll("[data-count]");
+      for (var j = 0; j < cells.length; j++) {
+        if (cells[j].closest("[data-counts-for]") !== blocks[i]) { continue; }
+        var key = cells[j].getAttribute("data-count");
+        totals[key] = (totals[key] || 0) + parseInt(cells[j].textContent, 10);
+      }
+    }
+    return totals;
+  }
+
+  function applyLedgerEvent(root, data) {
+    if (data.type === "ledger.totals") {
+      setCounts(root.querySelector('[data-counts-for="total"]'), data.counts);
+      return;
+    }
+    if (data.type !== "ledger.receipt") { return; }
+    var row = root.querySelector('[data-ledger-row="' + data.household_id + '"]');
+    if (row && parseInt(row.getAttribute("data-version") || "0", 10) <= data.version) {
+      row.setAttribute("data-version", data.version);
+      row.setAttribute("data-status", data.status);
+      var status = row.querySelector('[data-field="status"]');
+      if (status) { status.textContent = (data.status === "confirmed" ? "✓ " : "") + label(root, data.status); }
+      var method = row.querySelector('[data-field="method"]');
+      if (method) { method.textContent = data.method ? label(root, "method-" + data.method) : ""; }
+      var time = row.querySelector('[data-field="time"]');
+      if (time) { time.textContent = data.time; }
+      if (data.status === "confirmed") {
+        var proxy = row.querySelector('[data-field="proxy"]');
+        if (proxy) { proxy.remove(); }
+      }
+    }
+    setCounts(root.querySelector('[data-counts-for="block-' + data.block_id + '"]'), data.block_counts);
+    if (root.getAttribute("data-all-visible") !== "1") {
+      setCounts(root.querySelector('[data-counts-for="total"]'), sumBlocks(root));
+    }
+  }
+
+  /* A live socket: <div data-live-ws="/ws/...">. The database is the truth: on every
+     (re)connect the page fetches a fresh snapshot ("kairan:resync"); while the socket is
+     down it polls every 15 s ("kairan:poll") and says so quietly. */
   function connect(root, attempt) {
     var path = root.getAttribute("data-live-ws");
-    var status = document.querySelector("[data-live-status]");
+    var status = root.querySelector("[data-live-status]") || document.querySelector("[data-live-status]");
     var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
     var socket;
+    var everOpened = false;
     try {
       socket = new WebSocket(scheme + window.location.host + path);
     } catch (error) {
+      startPolling(root, status);
       return;
     }
+    root.kairanSocket = socket;
     socket.addEventListener("open", function () {
       attempt = 0;
+      everOpened = true;
+      stopPolling(root);
       root.setAttribute("data-live-state", "open");
       if (status) { status.textContent = status.getAttribute("data-text-live") || ""; }
-      root.dispatchEvent(new CustomEvent("kairan:resync", { bubbles: true }));
+      fire("kairan:resync");
     });
     socket.addEventListener("message", function (event) {
       var data;
       try { data = JSON.parse(event.data); } catch (error) { return; }
-      root.dispatchEvent(new CustomEvent("kairan:event", { bubbles: true, detail: data }));
+      if (!data || typeof data.type !== "string") { return; }
+      if (data.type.indexOf("ledger.") === 0) { applyLedgerEvent(root, data); }
+      if (data.type === "ledger.reset") { socket.close(4000); }
+      fire("kairan:" + data.type.replace(/\./g, "-"), data);
     });
     socket.addEventListener("close", function (event) {
       root.setAttribute("data-live-state", "closed");
-      if (event.code === 4401 || event.code === 4403) { return; }
+      if (event.code === 4401 || event.code === 4403 || event.code === 4404) { return; }
       if (status) { status.textContent = status.getAttribute("data-text-reconnecting") || ""; }
-      var delay = Math.min(15000, 1000 * Math.pow(2, attempt)) + Math.random() * 500;
-      window.setTimeout(function () { connect(root, attempt + 1); }, delay);
+      startPolling(root, status);
+      var delay = event.code === 4000 ? 100 : Math.min(15000, 1000 * Math.pow(2, attempt)) + Math.random() * 500;
+      window.setTimeout(function () { connect(root, everOpened ? 0 : attempt + 1); }, delay);
     });
+  }
+
+  function startPolling(root, status) {
+    if (root.kairanPoll) { return; }
+    root.setAttribute("data-live-state", "polling");
+    root.kairanPoll = window.setInterval(function () { fire("kairan:poll"); }, POLL_MS);
+  }
+
+  function stopPolling(root) {
+    if (root.kairanPoll) { window.clearInterval(root.kairanPoll); root.kairanPoll = null; }
   }
 
   document.addEventListener("DOMContentLoaded", function () {

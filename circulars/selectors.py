@@ -1,0 +1,313 @@
+"""Reads for circulars, the inbox and the delivery ledger, with visibility enforced here.
+
+Who sees what: chair, officers and the author see every block of a circular; a block
+leader or helper sees the blocks they look after; a resident sees only their own
+household's receipt. Anything else is a 404.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.http import Http404
+
+from circulars.models import Circular, CircularStatus, Priority, Receipt
+from communities.models import Block, DeliveryMode, Member
+from communities.selectors import Access
+
+
+def _is_author(access: Access, circular: Circular) -> bool:
+    return circular.author_id == access.user_id
+
+
+def circular_staff_block_ids(*, access: Access, circular: Circular) -> frozenset[int] | None:
+    """The blocks of this circular the user may follow as staff; None means all blocks."""
+    if access.is_officer or _is_author(access, circular):
+        return None
+    return access.block_ids
+
+
+def circular_get_for_staff(*, access: Access, circular_id: int) -> Circular:
+    """A circular as its staff see it: officers and author always, block staff when it
+    was sent to one of their blocks. Drafts only to officers and the author."""
+    circular = (
+        Circular.objects.filter(community=access.community, pk=circular_id)
+        .select_related("author", "community")
+        .first()
+    )
+    if circular is None:
+        raise Http404
+    if access.is_officer or _is_author(access, circular):
+        return circular
+    if circular.status != CircularStatus.PUBLISHED or not access.block_ids:
+        raise Http404
+    if circular.all_blocks or circular.blocks.filter(pk__in=access.block_ids).exists():
+        return circular
+    raise Http404
+
+
+def can_staff_view(*, access: Access, circular_id: int) -> bool:
+    try:
+        circular_get_for_staff(access=access, circular_id=circular_id)
+    except Http404:
+        return False
+    return True
+
+
+def circular_get_for_member(*, access: Access, circular_id: int) -> tuple[Circular, Receipt]:
+    """A published circular and the receipt of the member's household, or 404."""
+    receipt = (
+        Receipt.objects.filter(
+            circular_id=circular_id,
+            circular__community=access.community,
+            circular__status=CircularStatus.PUBLISHED,
+            household_id__in=access.household_ids,
+        )
+        .select_related("circular", "circular__community", "household")
+        .order_by("household_id")
+        .first()
+    )
+    if receipt is None:
+        raise Http404
+    return receipt.circular, receipt
+
+
+def circulars_for_staff(*, access: Access) -> QuerySet[Circular]:
+    circulars = Circular.objects.filter(community=access.community)
+    if not access.is_officer:
+        circulars = circulars.filter(
+            Q(author_id=access.user_id)
+            | Q(status=CircularStatus.PUBLISHED)
+            & (Q(all_blocks=True) | Q(blocks__in=access.block_ids))
+        ).distinct()
+    return circulars.select_related("author").order_by("-published_at", "-created_at", "-id")
+
+
+PRIORITY_RANK = {Priority.URGENT: 0, Priority.IMPORTANT: 1, Priority.NORMAL: 2}
+
+
+@dataclass(frozen=True)
+class InboxItem:
+    circular: Circular
+    receipt: Receipt
+
+    @property
+    def confirmed(self) -> bool:
+        return self.receipt.confirmed_at is not None
+
+
+def inbox(*, access: Access, query: str = "", limit: int | None = 50) -> list[InboxItem]:
+    """The household's circulars: urgent (unconfirmed) first, then unconfirmed, then the rest.
+
+    ``query`` is a plain substring match on title and text, which is what Japanese needs
+    (「ごみ」 finds 「ごみ収集日の変更」: no word boundaries to tokenise on).
+    """
+    receipts = (
+        Receipt.objects.filter(
+            household_id__in=access.household_ids,
+            circular__community=access.community,
+            circular__status=CircularStatus.PUBLISHED,
+        )
+        .select_related("circular")
+        .order_by("-circular__published_at", "-circular_id")
+    )
+    if query.strip():
+        for word in query.split():
+            receipts = receipts.filter(
+                Q(circular__title__icontains=word) | Q(circular__body__icontains=word)
+            )
+    seen: set[int] = set()
+    items = []
+    for receipt in receipts[: (limit * 2) if limit else None]:
+        if receipt.circular_id in seen:  # a person in two households of one community
+            continue
+        seen.add(receipt.circular_id)
+        items.append(InboxItem(circular=receipt.circular, receipt=receipt))
+
+    def rank(item: InboxItem) -> tuple[int, int]:
+        if item.confirmed:
+            return (2, 0)
+        return (0 if item.circular.priority == Priority.URGENT else 1, 0)
+
+    items.sort(key=rank)  # stable: newest first inside each group
+    return items[:limit] if limit else items
+
+
+# --- The delivery ledger ----------------------------------------------------------------
+
+
+@dataclass
+class Counts:
+    total: int = 0
+    confirmed: int = 0
+    opened: int = 0  # opened but not confirmed
+    not_yet: int = 0
+    paper_out: int = 0  # paper households not yet confirmed
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Counts:
+        total = row.get("total") or 0
+        confirmed = row.get("confirmed") or 0
+        opened = row.get("opened") or 0
+        return cls(
+            total=total,
+            confirmed=confirmed,
+            opened=opened,
+            not_yet=total - confirmed - opened,
+            paper_out=row.get("paper_out") or 0,
+        )
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "total": self.total,
+            "confirmed": self.confirmed,
+            "opened": self.opened,
+            "not_yet": self.not_yet,
+            "paper_out": self.paper_out,
+        }
+
+
+def _paper_q() -> Q:
+    """Receipt rows whose household gets paper (mode paper/both, or no working login)."""
+    working = Member.objects.filter(household=OuterRef("household_id"), user__is_active=True)
+    return Q(household__delivery_mode__in=[DeliveryMode.PAPER, DeliveryMode.BOTH]) | Q(
+        ~Exists(working)
+    )
+
+
+def _count_aggregates() -> dict[str, Count]:
+    return {
+        "total": Count("pk"),
+        "confirmed": Count("pk", filter=Q(confirmed_at__isnull=False)),
+        "opened": Count("pk", filter=Q(confirmed_at__isnull=True, opened_at__isnull=False)),
+        "paper_out": Count("pk", filter=Q(confirmed_at__isnull=True) & _paper_q()),
+    }
+
+
+def ledger_counts(*, circular_id: int, block_ids: frozenset[int] | None = None) -> Counts:
+    receipts = Receipt.objects.filter(circular_id=circular_id)
+    if block_ids is not None:
+        receipts = receipts.filter(block_id__in=block_ids)
+    return Counts.from_row(receipts.aggregate(**_count_aggregates()))
+
+
+def ledger_block_counts(
+    *, circular_id: int, block_ids: frozenset[int] | None = None
+) -> dict[int, Counts]:
+    receipts = Receipt.objects.filter(circular_id=circular_id)
+    if block_ids is not None:
+        receipts = receipts.filter(block_id__in=block_ids)
+    return {
+        row["block_id"]: Counts.from_row(dict(row))
+        for row in receipts.values("block_id").annotate(**_count_aggregates()).order_by()
+    }
+
+
+STATUS_CONFIRMED = "confirmed"
+STATUS_OPENED = "opened"
+STATUS_NOT_YET = "not_yet"
+
+
+def receipt_status(receipt: Receipt) -> str:
+    if receipt.confirmed_at is not None:
+        return STATUS_CONFIRMED
+    if receipt.opened_at is not None:
+        return STATUS_OPENED
+    return STATUS_NOT_YET
+
+
+@dataclass
+class LedgerBlock:
+    block: Block
+    counts: Counts
+    rows: list[Receipt] = field(default_factory=list)
+
+
+@dataclass
+class Ledger:
+    circular: Circular
+    counts: Counts
+    blocks: list[LedgerBlock]
+    all_blocks_visible: bool
+    filter_status: str
+    filter_block: int | None
+    filter_method: str
+    generated_at: datetime | None = None
+
+
+def ledger_snapshot(
+    *,
+    access: Access,
+    circular: Circular,
+    status: str = "",
+    block_id: int | None = None,
+    method: str = "",
+) -> Ledger:
+    """The ledger the user may see, in a constant number of queries whatever its size."""
+    from django.utils import timezone
+
+    visible = circular_staff_block_ids(access=access, circular=circular)
+    receipts = Receipt.objects.filter(circular=circular)
+    if visible is not None:
+        receipts = receipts.filter(block_id__in=visible)
+    block_counts = ledger_block_counts(circular_id=circular.pk, block_ids=visible)
+    totals = Counts()
+    for counts in block_counts.values():
+        for name in ("total", "confirmed", "opened", "not_yet", "paper_out"):
+            setattr(totals, name, getattr(totals, name) + getattr(counts, name))
+    rows = receipts.select_related("household", "confirmed_by", "recorded_by").annotate(
+        on_paper=_paper_annotation()
+    )
+    if status == STATUS_CONFIRMED:
+        rows = rows.filter(confirmed_at__isnull=False)
+    elif status == STATUS_OPENED:
+        rows = rows.filter(confirmed_at__isnull=True, opened_at__isnull=False)
+    elif status == STATUS_NOT_YET:
+        rows = rows.filter(confirmed_at__isnull=True)
+    if block_id is not None:
+        rows = rows.filter(block_id=block_id)
+    if method:
+        rows = rows.filter(method=method)
+    rows = rows.order_by("household__circulation_order", "household_id")
+    blocks = Block.objects.filter(pk__in=block_counts.keys()).order_by("position", "pk")
+    by_block = {
+        block.pk: LedgerBlock(block=block, counts=block_counts[block.pk]) for block in blocks
+    }
+    for row in rows:
+        if row.block_id in by_block:
+            by_block[row.block_id].rows.append(row)
+    return Ledger(
+        circular=circular,
+        counts=totals,
+        blocks=list(by_block.values()),
+        all_blocks_visible=visible is None,
+        filter_status=status,
+        filter_block=block_id,
+        filter_method=method,
+        generated_at=timezone.now(),
+    )
+
+
+def _paper_annotation() -> Exists | Q:
+    from django.db.models import BooleanField, ExpressionWrapper
+
+    return ExpressionWrapper(_paper_q(), output_field=BooleanField())  # type: ignore[return-value]
+
+
+def ledger_row(*, access: Access, circular: Circular, household_id: int) -> Receipt:
+    visible = circular_staff_block_ids(access=access, circular=circular)
+    rows = Receipt.objects.filter(circular=circular, household_id=household_id)
+    if visible is not None:
+        rows = rows.filter(block_id__in=visible)
+    row = (
+        rows.select_related("household", "confirmed_by", "recorded_by")
+        .annotate(on_paper=_paper_annotation())
+        .first()
+    )
+    if row is None:
+        raise Http404
+    return row

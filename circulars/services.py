@@ -1,0 +1,275 @@
+"""Writes for circulars and receipts. Each state change emits its events after commit."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from circulars import events
+from circulars.models import (
+    Circular,
+    CircularStatus,
+    Priority,
+    Receipt,
+    ReceiptMethod,
+)
+from communities.models import Block, Community, Household, Member
+
+
+@dataclass(frozen=True)
+class CircularData:
+    title: str
+    body: str = ""
+    priority: str = Priority.NORMAL
+    all_blocks: bool = True
+    blocks: list[Block] = field(default_factory=list)
+    due_date: date | None = None
+
+
+def _validate(*, community: Community, data: CircularData) -> None:
+    errors: dict[str, str] = {}
+    if not data.title.strip():
+        errors["title"] = _("Enter a title.")
+    if data.priority not in Priority.values:
+        errors["priority"] = _("Choose a priority.")
+    if not data.all_blocks and not data.blocks:
+        errors["blocks"] = _("Choose at least one block, or send it to all blocks.")
+    if any(block.community_id != community.pk for block in data.blocks):
+        errors["blocks"] = _("Choose one of this association's blocks.")
+    if errors:
+        raise ValidationError(errors)
+
+
+def _apply(circular: Circular, data: CircularData) -> None:
+    circular.title = data.title.strip()
+    circular.body = data.body.replace("\r\n", "\n").strip()
+    circular.priority = data.priority
+    circular.all_blocks = data.all_blocks
+    circular.due_date = data.due_date
+
+
+@transaction.atomic
+def circular_create(*, community: Community, author: User, data: CircularData) -> Circular:
+    """A new draft."""
+    _validate(community=community, data=data)
+    circular = Circular(community=community, author=author)
+    _apply(circular, data)
+    circular.save()
+    circular.blocks.set([] if data.all_blocks else data.blocks)
+    return circular
+
+
+@transaction.atomic
+def circular_update(*, circular: Circular, data: CircularData) -> Circular:
+    """Edit a circular. After publishing the edit is visible (訂正) and receipts are kept;
+    blocks added to the audience get their receipts, blocks removed keep theirs."""
+    _validate(community=circular.community, data=data)
+    circular = Circular.objects.select_for_update().get(pk=circular.pk)
+    _apply(circular, data)
+    if circular.status == CircularStatus.PUBLISHED:
+        circular.corrected_at = timezone.now()
+        circular.revision += 1
+    circular.save()
+    circular.blocks.set([] if data.all_blocks else data.blocks)
+    if circular.status == CircularStatus.PUBLISHED:
+        new_households = _create_receipts(circular)
+        events.circular_changed(circular=circular, household_ids=_audience_ids(circular))
+        if new_households:
+            events.ledger_reset(circular=circular)
+    return circular
+
+
+@transaction.atomic
+def circular_copy(*, circular: Circular, author: User) -> Circular:
+    """A new draft with the same text and audience (attachments are not copied)."""
+    copy = Circular.objects.create(
+        community=circular.community,
+        author=author,
+        title=circular.title,
+        body=circular.body,
+        priority=circular.priority,
+        all_blocks=circular.all_blocks,
+    )
+    copy.blocks.set(circular.blocks.all())
+    return copy
+
+
+@transaction.atomic
+def circular_delete_draft(*, circular: Circular) -> None:
+    if circular.status == CircularStatus.PUBLISHED:
+        raise ValidationError(_("A published circular cannot be deleted."))
+    circular.delete()
+
+
+def _target_households(circular: Circular) -> Iterable[Household]:
+    households = Household.objects.filter(community_id=circular.community_id)
+    if not circular.all_blocks:
+        households = households.filter(block__in=circular.blocks.all())
+    return households.only("pk", "block_id")
+
+
+def _create_receipts(circular: Circular) -> int:
+    """One receipt per targeted household; existing receipts are left as they are."""
+    have = set(Receipt.objects.filter(circular=circular).values_list("household_id", flat=True))
+    missing = [
+        Receipt(circular=circular, household_id=h.pk, block_id=h.block_id)
+        for h in _target_households(circular)
+        if h.pk not in have
+    ]
+    Receipt.objects.bulk_create(missing, ignore_conflicts=True, batch_size=500)
+    return len(missing)
+
+
+def _audience_ids(circular: Circular) -> list[int]:
+    return list(
+        Receipt.objects.filter(circular=circular, household__isnull=False).values_list(
+            "household_id", flat=True
+        )
+    )
+
+
+def _publish_now(circular: Circular, now: datetime) -> Circular:
+    circular.status = CircularStatus.PUBLISHED
+    circular.published_at = now
+    circular.publish_at = circular.publish_at or now
+    circular.save(update_fields=["status", "published_at", "publish_at", "updated_at"])
+    _create_receipts(circular)
+    events.circular_published(circular=circular, household_ids=_audience_ids(circular))
+    return circular
+
+
+@transaction.atomic
+def circular_publish(
+    *, circular: Circular, publish_at: datetime | None = None, now: datetime | None = None
+) -> Circular:
+    """Publish now, or schedule for ``publish_at``. Publishing twice changes nothing."""
+    now = now or timezone.now()
+    circular = Circular.objects.select_for_update().get(pk=circular.pk)
+    if circular.status == CircularStatus.PUBLISHED:
+        return circular
+    if not circular.title.strip():
+        raise ValidationError(_("Enter a title."))
+    if publish_at is not None and publish_at > now:
+        circular.status = CircularStatus.SCHEDULED
+        circular.publish_at = publish_at
+        circular.save(update_fields=["status", "publish_at", "updated_at"])
+        return circular
+    return _publish_now(circular, now)
+
+
+def circulars_publish_due(*, now: datetime | None = None) -> int:
+    """Publish every scheduled circular whose time has come. Safe to run in several copies:
+    each circular is locked and re-checked inside its own transaction."""
+    now = now or timezone.now()
+    count = 0
+    due = Circular.objects.filter(status=CircularStatus.SCHEDULED, publish_at__lte=now)
+    for circular_id in list(due.values_list("pk", flat=True)):
+        with transaction.atomic():
+            circular = (
+                Circular.objects.select_for_update()
+                .filter(pk=circular_id, status=CircularStatus.SCHEDULED, publish_at__lte=now)
+                .first()
+            )
+            if circular is not None:
+                _publish_now(circular, now)
+                count += 1
+    return count
+
+
+@transaction.atomic
+def circular_unschedule(*, circular: Circular) -> Circular:
+    if circular.status == CircularStatus.SCHEDULED:
+        circular.status = CircularStatus.DRAFT
+        circular.save(update_fields=["status", "updated_at"])
+    return circular
+
+
+# --- Receipts ---------------------------------------------------------------------------
+
+
+def _receipt_for(circular: Circular, household: Household) -> Receipt:
+    receipt = Receipt.objects.filter(circular=circular, household=household).first()
+    if receipt is not None:
+        return receipt
+    if not (circular.all_blocks or circular.blocks.filter(pk=household.block_id).exists()):
+        raise ValidationError(_("This circular was not sent to this household."))
+    try:
+        with transaction.atomic():
+            return Receipt.objects.create(
+                circular=circular, household=household, block_id=household.block_id
+            )
+    except IntegrityError:
+        return Receipt.objects.get(circular=circular, household=household)
+
+
+@transaction.atomic
+def receipt_open(
+    *, circular: Circular, household: Household, now: datetime | None = None
+) -> Receipt:
+    """Record that the household opened the circular (first time only). Not a confirmation."""
+    receipt = _receipt_for(circular, household)
+    if receipt.opened_at is None and receipt.confirmed_at is None:
+        now = now or timezone.now()
+        updated = Receipt.objects.filter(pk=receipt.pk, opened_at__isnull=True).update(
+            opened_at=now, version=receipt.version + 1
+        )
+        if updated:
+            receipt.opened_at = now
+            receipt.version += 1
+            events.receipt_changed(receipt=receipt)
+    return receipt
+
+
+@dataclass(frozen=True)
+class ConfirmResult:
+    receipt: Receipt
+    recorded: bool  # False: it was already confirmed before this request
+    replay: bool = False  # True: the same client retried the same confirmation
+
+
+@transaction.atomic
+def receipt_confirm(
+    *,
+    circular: Circular,
+    household: Household,
+    method: str,
+    member: Member | None = None,
+    recorded_by: User | None = None,
+    key: uuid.UUID | None = None,
+    now: datetime | None = None,
+) -> ConfirmResult:
+    """The digital 確認印. Idempotent: one receipt per household, the first confirmation wins.
+
+    A conditional UPDATE (``confirmed_at IS NULL``) decides the race between two phones of
+    one household or a phone and a 班長, on SQLite and PostgreSQL alike.
+    """
+    if method not in ReceiptMethod.values:
+        raise ValidationError(_("Unknown way of confirming."))
+    if circular.status != CircularStatus.PUBLISHED:
+        raise ValidationError(_("This circular has not been published."))
+    receipt = _receipt_for(circular, household)
+    now = now or timezone.now()
+    updated = Receipt.objects.filter(pk=receipt.pk, confirmed_at__isnull=True).update(
+        confirmed_at=now,
+        opened_at=receipt.opened_at or now,
+        method=method,
+        confirmed_by=member,
+        recorded_by=recorded_by,
+        confirm_key=key,
+        version=receipt.version + 1,
+    )
+    receipt.refresh_from_db()
+    if updated:
+        events.receipt_changed(receipt=receipt)
+        return ConfirmResult(receipt=receipt, recorded=True)
+    return ConfirmResult(
+        receipt=receipt, recorded=False, replay=key is not None and receipt.confirm_key == key
+    )

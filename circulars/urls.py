@@ -1,0 +1,32 @@
+from django.urls import path
+
+from circulars import views
+
+app_name = "circulars"
+
+urlpatterns = [
+    path("circulars/", views.circular_list, name="list"),
+    path("circulars/new/", views.circular_new, name="new"),
+    path("circulars/<int:circular_id>/", views.circular_detail, name="detail"),
+    path("circulars/<int:circular_id>/edit/", views.circular_edit, name="edit"),
+    path("circulars/<int:circular_id>/draft/", views.circular_draft, name="draft"),
+    path("circulars/<int:circular_id>/preview/", views.circular_preview, name="preview"),
+    path("circulars/<int:circular_id>/unschedule/", views.circular_unschedule, name="unschedule"),
+    path("circulars/<int:circular_id>/delete/", views.circular_delete, name="delete"),
+    path("circulars/<int:circular_id>/copy/", views.circular_copy, name="copy"),
+    path("circulars/<int:circular_id>/confirm/", views.circular_confirm, name="confirm"),
+    path("circulars/<int:circular_id>/ledger/", views.ledger, name="ledger"),
+    path(
+        "circulars/<int:circular_id>/ledger/<int:household_id>/proxy/",
+        views.ledger_proxy,
+        name="ledger_proxy",
+    ),
+    path("circulars/<int:circular_id>/attachments/", views.attachment_add, name="attachment_add"),
+    path(
+        "circulars/<int:circular_id>/attachments/<int:attachment_id>/delete/",
+        views.attachment_delete,
+        name="attachment_delete",
+    ),
+    path("files/<int:attachment_id>/<str:variant>/", views.attachment_file, name="attachment_file"),
+    path("inbox/", views.inbox, name="inbox"),
+]

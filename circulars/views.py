@@ -1,0 +1,486 @@
+"""Circular pages: writing and publishing, reading and confirming, and the 配布状況 ledger."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.http import (
+    FileResponse,
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBadRequest,
+)
+from django.http.response import HttpResponseBase
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_http_methods, require_POST
+
+from circulars import selectors, services
+from circulars.forms import AttachmentForm, CircularForm, PublishForm
+from circulars.models import (
+    PROXY_METHODS,
+    Attachment,
+    AttachmentKind,
+    Circular,
+    CircularStatus,
+    ReceiptMethod,
+)
+from circulars.starters import STARTERS, STARTERS_BY_KEY
+from communities.decorators import community_view, request_user
+from communities.models import Household, Member
+from communities.selectors import Access
+
+
+def _can_write(access: Access) -> bool:
+    return access.is_officer or (
+        access.community.allow_block_leader_posts and bool(access.led_block_ids)
+    )
+
+
+def _writer_blocks(access: Access) -> frozenset[int] | None:
+    """None: may send to every block. Otherwise the blocks a 班長 may write for."""
+    return None if access.is_officer else access.led_block_ids
+
+
+def _editable(access: Access, circular_id: int) -> Circular:
+    circular = selectors.circular_get_for_staff(access=access, circular_id=circular_id)
+    if not (access.is_officer or circular.author_id == access.user_id):
+        raise Http404
+    return circular
+
+
+def _check_blocks(access: Access, form: CircularForm) -> bool:
+    allowed = _writer_blocks(access)
+    if allowed is None:
+        return True
+    data = form.to_data()
+    if data.all_blocks or any(block.pk not in allowed for block in data.blocks):
+        form.add_error("blocks", _("Choose among your own blocks."))
+        return False
+    return True
+
+
+def _form_errors(form: CircularForm, error: ValidationError) -> None:
+    if hasattr(error, "error_dict"):
+        for name, items in error.message_dict.items():
+            form.add_error(name if name in form.fields else None, items)
+    else:
+        form.add_error(None, error.messages)
+
+
+# --- Staff: list, write, publish --------------------------------------------------------
+
+
+@community_view(staff=True)
+def circular_list(request: HttpRequest, access: Access) -> HttpResponse:
+    circulars = selectors.circulars_for_staff(access=access)
+    return render(
+        request,
+        "circulars/circular_list.html",
+        {"access": access, "circulars": circulars, "can_write": _can_write(access)},
+    )
+
+
+@community_view(staff=True)
+@require_http_methods(["GET", "POST"])
+def circular_new(request: HttpRequest, access: Access) -> HttpResponse:
+    if not _can_write(access):
+        raise Http404
+    initial: dict[str, object] = {}
+    starter = STARTERS_BY_KEY.get(request.GET.get("starter", ""))
+    if starter:
+        initial = {"title": starter.title, "body": starter.body, "priority": starter.priority}
+    form = CircularForm(
+        request.POST or None,
+        initial=initial,
+        community=access.community,
+        block_ids=_writer_blocks(access),
+    )
+    if request.method == "POST" and form.is_valid() and _check_blocks(access, form):
+        try:
+            circular = services.circular_create(
+                community=access.community, author=request_user(request), data=form.to_data()
+            )
+        except ValidationError as error:
+            _form_errors(form, error)
+        else:
+            messages.success(request, _("The draft was saved."))
+            return redirect("circulars:draft", slug=access.community.slug, circular_id=circular.pk)
+    previous = selectors.circulars_for_staff(access=access).filter(status=CircularStatus.PUBLISHED)[
+        :10
+    ]
+    return render(
+        request,
+        "circulars/circular_form.html",
+        {
+            "access": access,
+            "form": form,
+            "circular": None,
+            "starters": STARTERS,
+            "previous": previous,
+        },
+    )
+
+
+@community_view(staff=True)
+@require_http_methods(["GET", "POST"])
+def circular_edit(request: HttpRequest, access: Access, circular_id: int) -> HttpResponse:
+    circular = _editable(access, circular_id)
+    initial = {
+        "title": circular.title,
+        "body": circular.body,
+        "priority": circular.priority,
+        "audience": "all" if circular.all_blocks else "chosen",
+        "blocks": list(circular.blocks.all()),
+        "due_date": circular.due_date,
+    }
+    form = CircularForm(
+        request.POST or None,
+        initial=initial,
+        community=access.community,
+        block_ids=_writer_blocks(access),
+    )
+    if request.method == "POST" and form.is_valid() and _check_blocks(access, form):
+        try:
+            circular = services.circular_update(circular=circular, data=form.to_data())
+        except ValidationError as error:
+            _form_errors(form, error)
+        else:
+            if circular.status == CircularStatus.PUBLISHED:
+                messages.success(request, _("The correction was saved and is shown to residents."))
+                return redirect(
+                    "circulars:detail", slug=access.community.slug, circular_id=circular.pk
+                )
+            messages.success(request, _("The draft was saved."))
+            return redirect("circulars:draft", slug=access.community.slug, circular_id=circular.pk)
+    return render(
+        request,
+        "circulars/circular_form.html",
+        {"access": access, "form": form, "circular": circular, "starters": [], "previous": []},
+    )
+
+
+@community_view(staff=True)
+@require_http_methods(["GET", "POST"])
+def circular_draft(request: HttpRequest, access: Access, circular_id: int) -> HttpResponse:
+    """The draft's page: attachments, preview link and the publish form."""
+    circular = _editable(access, circular_id)
+    if circular.status == CircularStatus.PUBLISHED:
+        return redirect("circulars:detail", slug=access.community.slug, circular_id=circular.pk)
+    publish_form = PublishForm(request.POST or None)
+    if request.method == "POST" and publish_form.is_valid():
+        when = publish_form.cleaned_data["when"]
+        publish_at = publish_form.cleaned_data.get("publish_at") if when == "later" else None
+        try:
+            circular = services.circular_publish(circular=circular, publish_at=publish_at)
+        except ValidationError as error:
+            publish_form.add_error(None, error.messages)
+        else:
+            if circular.status == CircularStatus.SCHEDULED:
+                messages.success(request, _("The circular will be published at the set time."))
+                return redirect(
+                    "circulars:draft", slug=access.community.slug, circular_id=circular.pk
+                )
+            messages.success(request, _("The circular was published."))
+            return redirect("circulars:detail", slug=access.community.slug, circular_id=circular.pk)
+    return render(
+        request,
+        "circulars/circular_draft.html",
+        {
+            "access": access,
+            "circular": circular,
+            "publish_form": publish_form,
+            "attachment_form": AttachmentForm(),
+            "attachments": circular.attachments.all(),
+        },
+    )
+
+
+@community_view(staff=True)
+@require_POST
+def circular_unschedule(request: HttpRequest, access: Access, circular_id: int) -> HttpResponse:
+    circular = _editable(access, circular_id)
+    services.circular_unschedule(circular=circular)
+    messages.info(request, _("The circular is a draft again."))
+    return redirect("circulars:draft", slug=access.community.slug, circular_id=circular.pk)
+
+
+@community_view(staff=True)
+@require_POST
+def circular_delete(request: HttpRequest, access: Access, circular_id: int) -> HttpResponse:
+    circular = _editable(access, circular_id)
+    try:
+        services.circular_delete_draft(circular=circular)
+    except ValidationError as error:
+        messages.error(request, " ".join(error.messages))
+        return redirect("circulars:detail", slug=access.community.slug, circular_id=circular.pk)
+    messages.success(request, _("The draft was deleted."))
+    return redirect("circulars:list", slug=access.community.slug)
+
+
+@community_view(staff=True)
+@require_POST
+def circular_copy(request: HttpRequest, access: Access, circular_id: int) -> HttpResponse:
+    if not _can_write(access):
+        raise Http404
+    circular = selectors.circular_get_for_staff(access=access, circular_id=circular_id)
+    copy = services.circular_copy(circular=circular, author=request_user(request))
+    messages.success(request, _("A copy was made as a new draft."))
+    return redirect("circulars:edit", slug=access.community.slug, circular_id=copy.pk)
+
+
+@community_view(staff=True)
+def circular_preview(request: HttpRequest, access: Access, circular_id: int) -> HttpResponse:
+    """The circular as a resident will see it on a phone."""
+    circular = _editable(access, circular_id)
+    return render(
+        request,
+        "circulars/circular_detail.html",
+        {
+            "access": access,
+            "circular": circular,
+            "attachments": circular.attachments.all(),
+            "preview": True,
+            "receipt": None,
+        },
+    )
+
+
+@community_view(staff=True)
+@require_POST
+def attachment_add(request: HttpRequest, access: Access, circular_id: int) -> HttpResponse:
+    from circulars.attachments import attachment_add as add
+
+    circular = _editable(access, circular_id)
+    form = AttachmentForm(request.POST, request.FILES)
+    if not form.is_valid():
+        messages.error(request, _("Choose a file to add."))
+    else:
+        try:
+            add(circular=circular, upload=form.cleaned_data["file"])
+        except ValidationError as error:
+            messages.error(request, " ".join(error.messages))
+        else:
+            messages.success(request, _("The file was added."))
+    target = "circulars:draft" if circular.status != CircularStatus.PUBLISHED else "circulars:edit"
+    return redirect(target, slug=access.community.slug, circular_id=circular.pk)
+
+
+@community_view(staff=True)
+@require_POST
+def attachment_delete(
+    request: HttpRequest, access: Access, circular_id: int, attachment_id: int
+) -> HttpResponse:
+    from circulars.attachments import attachment_remove
+
+    circular = _editable(access, circular_id)
+    attachment = circular.attachments.filter(pk=attachment_id).first()
+    if attachment is None:
+        raise Http404
+    attachment_remove(attachment=attachment)
+    messages.success(request, _("The file was removed."))
+    return redirect("circulars:draft", slug=access.community.slug, circular_id=circular.pk)
+
+
+# --- Reading and confirming -------------------------------------------------------------
+
+
+def _member_for(access: Access, household: Household) -> Member | None:
+    return Member.objects.filter(household=household, user_id=access.user_id).first()
+
+
+@community_view()
+def circular_detail(request: HttpRequest, access: Access, circular_id: int) -> HttpResponse:
+    """Residents read here (opening is recorded); staff see the same page with their links."""
+    receipt = None
+    staff = selectors.can_staff_view(access=access, circular_id=circular_id)
+    if access.household_ids:
+        try:
+            circular, receipt = selectors.circular_get_for_member(
+                access=access, circular_id=circular_id
+            )
+        except Http404:
+            if not staff:
+                raise
+    if receipt is not None and receipt.household is not None:
+        receipt = services.receipt_open(circular=receipt.circular, household=receipt.household)
+        circular = receipt.circular
+    else:
+        circular = selectors.circular_get_for_staff(access=access, circular_id=circular_id)
+        if circular.status != CircularStatus.PUBLISHED:
+            return redirect("circulars:draft", slug=access.community.slug, circular_id=circular.pk)
+    return render(
+        request,
+        "circulars/circular_detail.html",
+        {
+            "access": access,
+            "circular": circular,
+            "attachments": circular.attachments.all(),
+            "receipt": receipt,
+            "staff": staff,
+            "confirm_key": uuid.uuid4(),
+            "preview": False,
+        },
+    )
+
+
+@community_view()
+@require_POST
+def circular_confirm(request: HttpRequest, access: Access, circular_id: int) -> HttpResponse:
+    """「確認しました」: a POST carrying an idempotency key, so a retry records nothing new."""
+    circular, receipt = selectors.circular_get_for_member(access=access, circular_id=circular_id)
+    try:
+        key = uuid.UUID(request.POST.get("key", ""))
+    except ValueError:
+        return HttpResponseBadRequest(
+            _("The confirmation could not be read. Reload the page and press the button again.")
+        )
+    if receipt.household is None:
+        raise Http404
+    result = services.receipt_confirm(
+        circular=circular,
+        household=receipt.household,
+        method=ReceiptMethod.APP,
+        member=_member_for(access, receipt.household),
+        recorded_by=request_user(request),
+        key=key,
+    )
+    if result.recorded or result.replay:
+        notice = _("Thank you. Your confirmation was recorded.")
+    else:
+        notice = _("This was already confirmed. Nothing more is needed.")
+    if request.headers.get("HX-Request"):
+        return render(
+            request,
+            "circulars/circular_detail.html#confirm",
+            {"access": access, "circular": circular, "receipt": result.receipt, "notice": notice},
+        )
+    messages.success(request, notice)
+    return redirect("circulars:detail", slug=access.community.slug, circular_id=circular.pk)
+
+
+@community_view()
+def inbox(request: HttpRequest, access: Access) -> HttpResponse:
+    """The household's circulars with search; the home page shows the first few."""
+    if not access.household_ids:
+        raise Http404
+    query = request.GET.get("q", "")[:100]
+    limit_raw = request.GET.get("limit", "")
+    limit = int(limit_raw) if limit_raw.isdigit() and 0 < int(limit_raw) <= 200 else 200
+    items = selectors.inbox(access=access, query=query, limit=None if query else limit)
+    template = "circulars/inbox.html"
+    if request.headers.get("HX-Request"):
+        template += "#inbox-list"
+    return render(request, template, {"access": access, "items": items, "query": query})
+
+
+@community_view()
+def attachment_file(
+    request: HttpRequest, access: Access, attachment_id: int, variant: str
+) -> HttpResponseBase:
+    """Attachments only through here: same visibility as the circular, served inert."""
+    attachment = (
+        Attachment.objects.filter(pk=attachment_id, circular__community=access.community)
+        .select_related("circular")
+        .first()
+    )
+    if attachment is None or variant not in {"display", "thumb"}:
+        raise Http404
+    if not selectors.can_staff_view(access=access, circular_id=attachment.circular_id):
+        selectors.circular_get_for_member(access=access, circular_id=attachment.circular_id)
+    field = attachment.thumbnail if variant == "thumb" and attachment.thumbnail else attachment.file
+    is_pdf = attachment.kind == AttachmentKind.PDF
+    response = FileResponse(
+        field.open("rb"),
+        content_type="application/pdf" if is_pdf else "image/jpeg",
+        as_attachment=is_pdf,
+        filename=(attachment.original_name or "file") if is_pdf else f"{attachment.pk}.jpg",
+    )
+    if not is_pdf:
+        response["Content-Disposition"] = f'inline; filename="{attachment.pk}.jpg"'
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Content-Security-Policy"] = "default-src 'none'; sandbox"
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+# --- The ledger (配布状況) ----------------------------------------------------------------
+
+
+def _ledger_context(request: HttpRequest, access: Access, circular: Circular) -> dict[str, object]:
+    status = request.GET.get("status", "")
+    if status not in {
+        "",
+        selectors.STATUS_CONFIRMED,
+        selectors.STATUS_OPENED,
+        selectors.STATUS_NOT_YET,
+    }:
+        status = ""
+    block_raw = request.GET.get("block", "")
+    method = request.GET.get("method", "")
+    if method not in ReceiptMethod.values:
+        method = ""
+    ledger = selectors.ledger_snapshot(
+        access=access,
+        circular=circular,
+        status=status,
+        block_id=int(block_raw) if block_raw.isdigit() else None,
+        method=method,
+    )
+    can_proxy_blocks = (
+        None if access.is_officer else access.block_ids
+    )  # officers, 班長 and helpers record proxies for what they see
+    return {
+        "access": access,
+        "circular": circular,
+        "ledger": ledger,
+        "methods": ReceiptMethod.choices,
+        "proxy_methods": [(m.value, m.label) for m in PROXY_METHODS],
+        "can_proxy_blocks": can_proxy_blocks,
+        "query": request.GET.urlencode(),
+    }
+
+
+@community_view(staff=True)
+def ledger(request: HttpRequest, access: Access, circular_id: int) -> HttpResponse:
+    circular = selectors.circular_get_for_staff(access=access, circular_id=circular_id)
+    if circular.status != CircularStatus.PUBLISHED:
+        raise Http404
+    template = "circulars/ledger.html"
+    if request.headers.get("HX-Request"):
+        template += "#ledger-body"
+    return render(request, template, _ledger_context(request, access, circular))
+
+
+@community_view(staff=True)
+@require_POST
+def ledger_proxy(
+    request: HttpRequest, access: Access, circular_id: int, household_id: int
+) -> HttpResponse:
+    """A 班長's one-tap proxy confirmation: 手渡し / 電話 / 訪問."""
+    circular = selectors.circular_get_for_staff(access=access, circular_id=circular_id)
+    row = selectors.ledger_row(access=access, circular=circular, household_id=household_id)
+    method = request.POST.get("method", "")
+    if method not in {m.value for m in PROXY_METHODS} or row.household is None:
+        return HttpResponseBadRequest(_("Choose how the household was reached."))
+    result = services.receipt_confirm(
+        circular=circular,
+        household=row.household,
+        method=method,
+        recorded_by=request_user(request),
+        now=timezone.now(),
+    )
+    if not result.recorded:
+        messages.info(request, _("This household had already confirmed."))
+    if request.headers.get("HX-Request"):
+        row = selectors.ledger_row(access=access, circular=circular, household_id=household_id)
+        return render(
+            request,
+            "circulars/ledger.html#ledger-row",
+            {**_ledger_context(request, access, circular), "row": row},
+        )
+    return redirect("circulars:ledger", slug=access.community.slug, circular_id=circular.pk)
