@@ -6,9 +6,11 @@ dropped; clients re-sync from a snapshot when they reconnect or poll.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -27,16 +29,27 @@ class Event:
         return asdict(self)
 
 
+SEND_TIMEOUT_SECONDS = 1.0
+
+
+async def _send_all(layer: Any, groups: list[str], message: dict[str, Any]) -> None:
+    for group in groups:
+        try:
+            # Bounded: with Redis down a request must not hang on its broadcast.
+            await asyncio.wait_for(layer.group_send(group, message), SEND_TIMEOUT_SECONDS)
+        except Exception:
+            logger.warning("broadcast to %s failed; clients will re-sync", group, exc_info=True)
+
+
 def send_now(*, groups: Iterable[str], event: Event, handler: str = "event.forward") -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    message = {"type": handler, "payload": event.as_message()}
-    for group in groups:
-        try:
-            async_to_sync(layer.group_send)(group, message)
-        except Exception:
-            logger.warning("broadcast to %s failed; clients will re-sync", group, exc_info=True)
+    message: dict[str, Any] = {"type": handler, "payload": event.as_message()}
+    try:
+        async_to_sync(_send_all)(layer, list(groups), message)
+    except Exception:
+        logger.warning("broadcast of %s failed; clients will re-sync", event.type, exc_info=True)
 
 
 def send_on_commit(*, groups: Iterable[str], event: Event) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import date
 
 import pytest
 from allauth.account.models import EmailAddress
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
+from django.db import connection, connections, transaction
 
 from communities import services
 from communities.models import (
@@ -520,6 +523,49 @@ def test_role_end_allows_a_chair_to_hand_over(town: Town) -> None:
         services.role_end(assignment=new_role)
 
 
+@pytest.mark.django_db(transaction=True)
+def test_two_chairs_ending_each_other_at_once_leave_one(town: Town) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("needs row locks (PostgreSQL)")
+    services.role_assign(community=town.community, user=town.officer, role=RoleKind.CHAIR)
+    first, second = RoleAssignment.objects.filter(
+        community=town.community, role=RoleKind.CHAIR
+    ).order_by("pk")
+    first_ended = threading.Event()
+    outcome: dict[str, object] = {}
+
+    def end_first() -> None:
+        try:
+            with transaction.atomic():
+                services.role_end(assignment=first)
+                first_ended.set()
+                time.sleep(0.5)  # still uncommitted while the other request runs
+        finally:
+            first_ended.set()
+            connections.close_all()
+
+    def end_second() -> None:
+        first_ended.wait(5)
+        try:
+            services.role_end(assignment=second)
+            outcome["second"] = "ended"
+        except ValidationError:
+            outcome["second"] = "refused"
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=end_first), threading.Thread(target=end_second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert outcome == {"second": "refused"}
+    active = RoleAssignment.objects.filter(
+        community=town.community, role=RoleKind.CHAIR, ended_at__isnull=True
+    )
+    assert list(active.values_list("pk", flat=True)) == [second.pk]
+
+
 def test_year_rollover_ends_block_roles_and_starts_new_ones(town: Town) -> None:
     old_ids = set(
         RoleAssignment.objects.filter(
@@ -543,7 +589,9 @@ def test_year_rollover_ends_block_roles_and_starts_new_ones(town: Town) -> None:
                 leader_emails=("New.Leader@Example.jp",),
                 helper_emails=(town.leader1.email,),
             ),
-            BlockAssignment(block=town.block2, leader_emails=(town.helper2.email,), helper_emails=()),
+            BlockAssignment(
+                block=town.block2, leader_emails=(town.helper2.email,), helper_emails=()
+            ),
         ],
     )
 
@@ -585,11 +633,13 @@ def test_year_rollover_refuses_a_foreign_block_and_changes_nothing(town: Town) -
         services.year_rollover(
             community=town.community,
             fiscal_year=2031,
-            assignments=[BlockAssignment(block=foreign, leader_emails=("a@b.jp",), helper_emails=())],
+            assignments=[
+                BlockAssignment(block=foreign, leader_emails=("a@b.jp",), helper_emails=())
+            ],
         )
-    assert RoleAssignment.objects.filter(
-        community=town.community, ended_at__isnull=False
-    ).count() == 0
+    assert (
+        RoleAssignment.objects.filter(community=town.community, ended_at__isnull=False).count() == 0
+    )
 
 
 def test_year_rollover_with_a_bad_email_rolls_back(town: Town) -> None:
@@ -643,4 +693,3 @@ def test_user_get_or_create_by_email_refuses_nonsense(email: str) -> None:
         services.user_get_or_create_by_email(email=email)
     assert "email" in error.value.message_dict
     assert User.objects.count() == before
-
