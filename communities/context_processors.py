@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.http import HttpRequest
 
 from communities.models import Preference
@@ -16,4 +17,8 @@ def kairan(request: HttpRequest) -> dict[str, object]:
     else:
         saved = set(request.COOKIES.get("kairan_prefs", "").split("."))
         large_text, high_contrast = "large_text" in saved, "high_contrast" in saved
-    return {"pref_large_text": large_text, "pref_high_contrast": high_contrast}
+    return {
+        "pref_large_text": large_text,
+        "pref_high_contrast": high_contrast,
+        "poll_ms": settings.KAIRAN_POLL_SECONDS * 1000,
+    }

@@ -270,6 +270,9 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = not PRODUCTION
 
+# How often a live page polls while its WebSocket is down (the database is the truth).
+KAIRAN_POLL_SECONDS = int(env("KAIRAN_POLL_SECONDS", "15"))
+
 # The Japanese font that print output embeds; checked at start-up and by /healthz.
 KAIRAN_PRINT_FONT_FAMILY = "BIZ UDGothic"
 KAIRAN_PRINT_FONT_FILES = [

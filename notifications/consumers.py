@@ -24,6 +24,7 @@ from notifications.groups import (
     ledger_totals_group,
     user_group,
 )
+from notifications.watchdog import CLOSE_CODE_LAYER_DOWN, watchdog
 
 
 class ForwardingConsumer(AsyncJsonWebsocketConsumer):
@@ -45,14 +46,24 @@ class ForwardingConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=4404)
             return
         self.groups_joined = [user_group(user.pk), *groups]
-        for group in self.groups_joined:
-            await self.channel_layer.group_add(group, self.channel_name)
+        try:
+            for group in self.groups_joined:
+                await self.channel_layer.group_add(group, self.channel_name)
+        except Exception:
+            # The layer (Redis) is down: refuse, and the page polls until it is back.
+            await self.close(code=CLOSE_CODE_LAYER_DOWN)
+            return
         await self.accept()
+        watchdog().watch(self)
         await self.send_json({"type": "hello"})
 
     async def disconnect(self, code: int) -> None:
+        watchdog().forget(self)
         for group in getattr(self, "groups_joined", []):
-            await self.channel_layer.group_discard(group, self.channel_name)
+            try:
+                await self.channel_layer.group_discard(group, self.channel_name)
+            except Exception:
+                return  # the layer is down; its subscriptions went with it
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         # Server → client only: a client that talks is closed.

@@ -2,7 +2,7 @@
 (function () {
   "use strict";
 
-  var POLL_MS = 15000;
+  var POLL_MS = parseInt(document.documentElement.getAttribute("data-poll-ms") || "", 10) || 15000;
 
   /* Forms that change a lot ask first: <form data-confirm="...">. */
   document.addEventListener("submit", function (event) {
@@ -127,6 +127,7 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
+    POLL_MS = parseInt(document.body.getAttribute("data-poll-ms") || "", 10) || POLL_MS;
     var roots = document.querySelectorAll("[data-live-ws]");
     for (var i = 0; i < roots.length; i++) { connect(roots[i], 0); }
   });
