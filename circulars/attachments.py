@@ -57,35 +57,35 @@ MESSAGE_TOO_LARGE = _("The file is too large. Attach files of up to %(limit)s MB
 # 「この種類のファイルは添付できません。写真（JPEG、PNG、WebP）または PDF を
 # 使ってください。」
 MESSAGE_FILE_TYPE = _("This file type cannot be attached. Use a photo (JPEG, PNG, WebP) or a PDF.")
-# Translators: 日本語訳:
-# 「写真を読み込めませんでした。ファイルが壊れているか、途中までしか保存されていない
-# 可能性があります。もう一度撮影するか、保存し直してください。」
 MESSAGE_IMAGE_UNREADABLE = _(
+    # Translators: 日本語訳:
+    # 「写真を読み込めませんでした。ファイルが壊れているか、途中までしか保存されていない
+    # 可能性があります。もう一度撮影するか、保存し直してください。」
     "The photo could not be read. The file may be damaged or only partly saved. "
     "Take the photo again or save it again."
 )
-# Translators: 日本語訳:
-# 「写真の画素数が多すぎます（上限 %(limit)s メガピクセル）。小さくしてから
-# 添付してください。」
 MESSAGE_TOO_MANY_PIXELS = _(
+    # Translators: 日本語訳:
+    # 「写真の画素数が多すぎます（上限 %(limit)s メガピクセル）。小さくしてから
+    # 添付してください。」
     "The photo has too many pixels (the limit is %(limit)s megapixels). "
     "Make it smaller and attach it again."
 )
 # Translators: 日本語訳: 「PDF を読み込めませんでした。ファイルが壊れている可能性があります。」
 MESSAGE_PDF_UNREADABLE = _("The PDF could not be read. The file may be damaged.")
-# Translators: 日本語訳:
-# 「この PDF はパスワードまたは暗号化で保護されているため添付できません。
-# 保護のない PDF を添付してください。」
 MESSAGE_PDF_ENCRYPTED = _(
+    # Translators: 日本語訳:
+    # 「この PDF はパスワードまたは暗号化で保護されているため添付できません。
+    # 保護のない PDF を添付してください。」
     "This PDF is protected with a password or encryption and cannot be attached. "
     "Attach a PDF without protection."
 )
 # Translators: 日本語訳: 「この PDF にはページがありません。」
 MESSAGE_PDF_NO_PAGES = _("This PDF has no pages.")
-# Translators: 日本語訳:
-# 「この PDF にはスクリプト（JavaScript）が含まれているため添付できません。
-# 「PDF として印刷」などで保存し直してください。」
 MESSAGE_PDF_SCRIPT = _(
+    # Translators: 日本語訳:
+    # 「この PDF にはスクリプト（JavaScript）が含まれているため添付できません。
+    # 「PDF として印刷」などで保存し直してください。」
     "This PDF contains scripts (JavaScript) and cannot be attached. "
     "Save it again, for example with “Print to PDF”."
 )

@@ -104,8 +104,12 @@ def circular_copy(*, circular: Circular, author: User) -> Circular:
 
 @transaction.atomic
 def circular_delete_draft(*, circular: Circular) -> None:
+    from circulars.attachments import attachment_remove
+
     if circular.status == CircularStatus.PUBLISHED:
         raise ValidationError(_("A published circular cannot be deleted."))
+    for attachment in circular.attachments.all():
+        attachment_remove(attachment=attachment)  # files go after commit
     circular.delete()
 
 
