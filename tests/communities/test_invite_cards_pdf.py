@@ -8,6 +8,7 @@ phone camera would scan the sheet.
 from __future__ import annotations
 
 import base64
+import html
 import io
 import logging
 import os
@@ -19,6 +20,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -39,8 +41,23 @@ from tests.conftest import Town
 from tests.factories import BlockFactory, HouseholdFactory
 
 BASE_URL = "https://kairan.example.jp/"
-LABELS = ["青木", "石川", "上田", "遠藤", "大野", "加藤", "木村", "小林", "佐々木", "鈴木"]
+# Surnames as on a real board, and one long label that has to wrap on its card.
+LABELS = [
+    "青木",
+    "石川（コーポさくら201号室）",
+    "上田",
+    "遠藤",
+    "大野",
+    "加藤",
+    "木村",
+    "小林",
+    "佐々木",
+    "鈴木",
+]
 TEMPLATES_DIR = Path(__file__).parent / "templates"
+RASTER_DPI = 150
+QR_MIN_MM = 30.0
+PT_PER_MM = 72 / 25.4
 
 pytestmark = pytest.mark.skipif(
     not all(shutil.which(tool) for tool in ("pdffonts", "pdftotext", "pdftoppm")),
@@ -52,6 +69,53 @@ pytestmark = pytest.mark.skipif(
 class Rendered:
     path: Path
     cards: list[tuple[Household, IssuedInvite]]
+
+
+@dataclass(frozen=True)
+class Box:
+    """A rectangle on a page, in PDF points from the top-left corner."""
+
+    page: int
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    text: str = ""
+
+    def overlaps(self, other: Box, slack: float = 0.5) -> bool:
+        return (
+            self.page == other.page
+            and min(self.x1, other.x1) - max(self.x0, other.x0) > slack
+            and min(self.y1, other.y1) - max(self.y0, other.y0) > slack
+        )
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One card's slot on the sheet: 2 columns by 4 rows of A4."""
+
+    page: int
+    row: int
+    col: int
+
+    @staticmethod
+    def of(box: Box, width: float, height: float) -> Cell:
+        centre_x, centre_y = (box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2
+        return Cell(box.page, int(centre_y // (height / 4)), int(centre_x // (width / 2)))
+
+    @staticmethod
+    def for_card(index: int) -> Cell:
+        slot = index % CARDS_PER_PAGE
+        return Cell(index // CARDS_PER_PAGE, slot // 2, slot % 2)
+
+    def contains(self, box: Box, width: float, height: float, slack: float = 0.5) -> bool:
+        x0, y0 = self.col * width / 2, self.row * height / 4
+        return (
+            box.x0 >= x0 - slack
+            and box.y0 >= y0 - slack
+            and box.x1 <= x0 + width / 2 + slack
+            and box.y1 <= y0 + height / 4 + slack
+        )
 
 
 @pytest.fixture
@@ -73,16 +137,58 @@ def _run(*args: str | Path) -> str:
 
 
 def _page_images(pdf_path: Path, out_dir: Path) -> list[Path]:
-    _run("pdftoppm", "-png", "-r", "150", pdf_path, out_dir / "page")
+    _run("pdftoppm", "-png", "-r", str(RASTER_DPI), pdf_path, out_dir / "page")
     return sorted(out_dir.glob("page-*.png"))
+
+
+def _words(pdf_path: Path) -> tuple[list[Box], float, float]:
+    """Every word poppler extracts, with its box; and the page size in points."""
+    xhtml = _run("pdftotext", "-bbox", pdf_path, "-")
+    words: list[Box] = []
+    width = height = 0.0
+    for page, chunk in enumerate(xhtml.split("<page ")[1:]):
+        size = re.match(r'width="([\d.]+)" height="([\d.]+)"', chunk)
+        assert size
+        width, height = float(size[1]), float(size[2])
+        for match in re.finditer(
+            r'<word xMin="([\d.]+)" yMin="([\d.]+)" xMax="([\d.]+)" yMax="([\d.]+)">(.*?)</word>',
+            chunk,
+        ):
+            x0, y0, x1, y1 = (float(match[i]) for i in range(1, 5))
+            words.append(Box(page, x0, y0, x1, y1, html.unescape(match[5])))
+    return words, width, height
+
+
+def _qr_codes(pages: list[Path]) -> list[tuple[str, Box]]:
+    """Decode every QR on the rasterised pages; boxes converted back to PDF points."""
+    found: list[tuple[str, Box]] = []
+    scale = 72 / RASTER_DPI
+    for page_number, page in enumerate(pages):
+        with Image.open(page) as image:
+            for barcode in zxingcpp.read_barcodes(image):
+                corners = barcode.position
+                xs = [p.x for p in (corners.top_left, corners.top_right, corners.bottom_left)]
+                xs.append(corners.bottom_right.x)
+                ys = [p.y for p in (corners.top_left, corners.top_right, corners.bottom_left)]
+                ys.append(corners.bottom_right.y)
+                box = Box(
+                    page_number,
+                    min(xs) * scale,
+                    min(ys) * scale,
+                    max(xs) * scale,
+                    max(ys) * scale,
+                    barcode.text,
+                )
+                found.append((barcode.text, box))
+    return found
 
 
 def test_ten_households_fill_two_a4_sheets(rendered: Rendered) -> None:
     reader = PdfReader(rendered.path)
     assert len(reader.pages) == 2 == -(-len(LABELS) // CARDS_PER_PAGE)
     for page in reader.pages:
-        width_mm = float(page.mediabox.width) / 72 * 25.4
-        height_mm = float(page.mediabox.height) / 72 * 25.4
+        width_mm = float(page.mediabox.width) / PT_PER_MM
+        height_mm = float(page.mediabox.height) / PT_PER_MM
         assert (round(width_mm), round(height_mm)) == (210, 297)
 
 
@@ -101,16 +207,25 @@ def test_the_japanese_font_is_embedded(rendered: Rendered) -> None:
 
 
 def test_the_cards_show_community_households_and_codes(rendered: Rendered, town: Town) -> None:
-    text = _run("pdftotext", "-layout", rendered.path, "-")
-    flat = re.sub(r"\s+", "", text)
+    flat = re.sub(r"\s+", "", _run("pdftotext", rendered.path, "-"))
     assert town.community.name in flat
-    for household, issued in rendered.cards:
-        assert household.label in flat
+    assert BASE_URL + "join/" in flat  # the fallback address for typing the code
+
+    # Card by card: each slot carries its own household's name and its own code.
+    words, width, height = _words(rendered.path)
+    by_cell: dict[Cell, list[Box]] = {}
+    for word in words:
+        by_cell.setdefault(Cell.of(word, width, height), []).append(word)
+    assert len(by_cell) == len(LABELS)
+    for index, (household, issued) in enumerate(rendered.cards):
+        card = sorted(by_cell[Cell.for_card(index)], key=lambda w: (round(w.y0), w.x0))
+        text = "".join(word.text for word in card)
         formatted = code_format(issued.code)
         assert re.fullmatch(r"[A-Z0-9]{4}-[A-Z0-9]{4}", formatted)
-        assert formatted in flat, f"code {formatted} missing from the printed text"
-    assert "3班" in flat
-    assert BASE_URL + "join/" in flat  # the fallback address for typing the code
+        assert town.community.name in text
+        assert f"{household.label}様" in text
+        assert "3班" in text
+        assert formatted in text, f"card {index}: code {formatted} missing from {text}"
 
 
 def test_every_qr_opens_its_own_household(
@@ -122,10 +237,7 @@ def test_every_qr_opens_its_own_household(
         Path(artifacts).mkdir(parents=True, exist_ok=True)
         shutil.copy(pages[0], Path(artifacts) / "invite-card-page1.png")
 
-    decoded: list[str] = []
-    for page in pages:
-        with Image.open(page) as image:
-            decoded += [barcode.text for barcode in zxingcpp.read_barcodes(image)]
+    decoded = [text for text, _ in _qr_codes(pages)]
     expected = {BASE_URL + f"join/{issued.token}/" for _, issued in rendered.cards}
     assert len(decoded) == len(LABELS)
     assert len(set(decoded)) == len(decoded), "two cards carry the same QR"
@@ -140,6 +252,29 @@ def test_every_qr_opens_its_own_household(
         response = client.get(parts.path)
         assert response.status_code == 200
         assert label_by_token[match[1]] in response.content.decode()
+
+
+def test_the_layout_keeps_text_and_qr_inside_each_card(rendered: Rendered, tmp_path: Path) -> None:
+    """Nothing cut off or overprinted, and each QR big enough to scan off the sheet."""
+    words, width, height = _words(rendered.path)
+    for word in words:
+        assert Cell.of(word, width, height).contains(word, width, height), f"spills: {word}"
+    for i, first in enumerate(words):
+        for second in words[i + 1 :]:
+            assert not first.overlaps(second), f"overprinted: {first.text!r} / {second.text!r}"
+
+    codes = _qr_codes(_page_images(rendered.path, tmp_path))
+    token_cell = {
+        BASE_URL + f"join/{issued.token}/": Cell.for_card(index)
+        for index, (_, issued) in enumerate(rendered.cards)
+    }
+    for text, qr in codes:
+        assert Cell.of(qr, width, height) == token_cell[text], "a QR sits on another card"
+        assert token_cell[text].contains(qr, width, height)
+        side_mm = min(qr.x1 - qr.x0, qr.y1 - qr.y0) / PT_PER_MM
+        assert side_mm >= QR_MIN_MM, f"QR only {side_mm:.1f} mm wide"
+        for word in words:
+            assert not word.overlaps(qr), f"text over the QR: {word.text!r}"
 
 
 # --- The URL fetcher ------------------------------------------------------------------
@@ -183,7 +318,8 @@ def trap() -> Iterator[ConnectionTrap]:
 
 @pytest.fixture
 def probe_templates() -> Iterator[None]:
-    templates = [{**settings.TEMPLATES[0], "DIRS": [*settings.TEMPLATES[0]["DIRS"], TEMPLATES_DIR]}]
+    engine: dict[str, Any] = dict(settings.TEMPLATES[0])
+    templates = [{**engine, "DIRS": [*engine["DIRS"], TEMPLATES_DIR]}]
     with override_settings(TEMPLATES=templates):
         yield
 
