@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from playwright.sync_api import expect
 
 from tests.e2e.live_browser import BrowserTestCase, ja
 
@@ -23,5 +26,18 @@ class PublicPagesTests(BrowserTestCase):
         self.page_check(page, "join-code")
 
         page.goto(self.url("/accounts/login/"))
-        self.page_check(page, "account-login")
+        self.page_check(page, "account-login", allow_password=True)
+
+        # Logged out, the display settings live in a cookie and still apply everywhere.
+        page.goto(self.url("/"))
+        html = page.locator("html")
+        page.get_by_role("button", name=ja("Larger text")).click()
+        expect(html).to_have_class(re.compile(r"\blarge-text\b"))
+        page.get_by_role("button", name=ja("High contrast")).click()
+        expect(html).to_have_class(re.compile(r"\bhigh-contrast\b"))
+        expect(html).to_have_class(re.compile(r"\blarge-text\b"))
+        self.page_check(page, "landing-large-contrast")
+        page.goto(self.url("/join/"))
+        expect(html).to_have_class(re.compile(r"\bhigh-contrast\b"))
+        self.page_check(page, "join-code-large-contrast")
         self.assert_clean_console()
