@@ -8,6 +8,7 @@ import io
 import logging
 import subprocess
 from functools import cache
+from typing import Any
 
 import qrcode
 from django.conf import settings
@@ -53,8 +54,7 @@ def qr_png_data_uri(text: str, *, box_size: int = 8) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def pdf_render(*, template: str, context: dict[str, object]) -> bytes:
-    """Render one of our templates to PDF. Only ``data:`` URLs may be loaded."""
+def _document(*, template: str, context: dict[str, object]) -> Any:
     from weasyprint import HTML
     from weasyprint.urls import URLFetcher
 
@@ -65,5 +65,18 @@ def pdf_render(*, template: str, context: dict[str, object]) -> bytes:
         )
     html = render_to_string(template, {**context, "print_font": settings.KAIRAN_PRINT_FONT_FAMILY})
     fetcher = URLFetcher(allowed_protocols={"data"}, timeout=1, allow_redirects=False)
-    document = HTML(string=html, base_url="data:,", url_fetcher=fetcher)
-    return document.write_pdf()
+    return HTML(string=html, base_url="data:,", url_fetcher=fetcher).render()
+
+
+def pdf_render(*, template: str, context: dict[str, object]) -> bytes:
+    """Render one of our templates to PDF. Only ``data:`` URLs may be loaded."""
+    return bytes(_document(template=template, context=context).write_pdf())
+
+
+def pdf_render_with_anchors(
+    *, template: str, context: dict[str, object]
+) -> tuple[bytes, list[set[str]]]:
+    """Render to PDF and say which element ids start on each page (to split the pages)."""
+    document = _document(template=template, context=context)
+    anchors = [set(page.anchors) for page in document.pages]
+    return bytes(document.write_pdf()), anchors

@@ -13,6 +13,7 @@ from django.contrib.auth import login
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 
 from communities import services
@@ -64,7 +65,8 @@ def _join(request: HttpRequest, *, token: str = "", code: str = "") -> HttpRespo
         else:
             if user is None:
                 login(request, member.user, backend="django.contrib.auth.backends.ModelBackend")
-            start_long_session(request)
+            if not member.user.email:  # as login_link: email logins keep the short session
+                start_long_session(request)
             return redirect("home")
     return render(
         request,
@@ -94,11 +96,11 @@ def join_code(request: HttpRequest) -> HttpResponse:
     if form.is_bound and form.is_valid():
         code = code_normalise(form.cleaned_data["code"])
         if len(code) != 8:
-            form.add_error("code", "コードは8文字です。カードをもう一度ご確認ください。")
-        elif household_invite_lookup(code=code).status == InviteStatus.UNKNOWN:
             form.add_error(
-                "code", "このコードは見つかりません。カードの文字をもう一度ご確認ください。"
+                "code", _("The code has 8 letters and digits. Please check the card again.")
             )
+        elif household_invite_lookup(code=code).status == InviteStatus.UNKNOWN:
+            form.add_error("code", _("We could not find this code. Please check the card again."))
         else:
             return _join(request, code=code)
     return render(request, "communities/join_code.html", {"form": form})

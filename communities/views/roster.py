@@ -14,7 +14,7 @@ from communities import roster_csv, services
 from communities.decorators import community_view, request_user
 from communities.forms import BlockForm, HouseholdForm, RosterUploadForm
 from communities.invite_cards import invite_cards_pdf
-from communities.models import RosterImport
+from communities.models import DeliveryMode, RosterImport
 from communities.selectors import (
     Access,
     block_get_visible,
@@ -122,7 +122,7 @@ def block_move(request: HttpRequest, access: Access, block_id: int) -> HttpRespo
     return redirect("communities:block_list", slug=access.community.slug)
 
 
-@community_view(staff=True)
+@community_view(staff=True, roster=True)
 @require_http_methods(["GET", "POST"])
 def invite_cards(request: HttpRequest, access: Access, block_id: int) -> HttpResponse:
     """Printing a block's cards issues new ones: every earlier card of the block stops working."""
@@ -150,7 +150,7 @@ def invite_cards(request: HttpRequest, access: Access, block_id: int) -> HttpRes
     )
 
 
-@community_view(staff=True)
+@community_view(staff=True, roster=True)
 @require_POST
 def household_invite_card(request: HttpRequest, access: Access, household_id: int) -> HttpResponse:
     household = household_get_visible(access=access, household_id=household_id)
@@ -315,7 +315,16 @@ def roster_import_preview(request: HttpRequest, access: Access, import_id: int) 
         else:
             messages.success(request, _("%(count)s households were imported.") % {"count": count})
         return redirect("communities:household_list", slug=access.community.slug)
-    rows = pending.rows
+    labels = dict(DeliveryMode.choices)
+    rows = [
+        {
+            **row,
+            "mode_label": labels.get(
+                row["values"]["delivery_mode"], row["values"]["delivery_mode"]
+            ),
+        }
+        for row in pending.rows
+    ]
     return render(
         request,
         "communities/roster_import_preview.html",
