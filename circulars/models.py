@@ -6,7 +6,7 @@ from django.db.models import Q
 from django.db.models.functions import Now
 from django.utils.translation import gettext_lazy as _
 
-from communities.models import Block, Community, Household, Member
+from communities.models import Block, Community, Household, Member, PaperDistribution
 
 
 class Priority(models.TextChoices):
@@ -41,6 +41,12 @@ class Circular(models.Model):
     )
     publish_at = models.DateTimeField(_("publish at"), null=True, blank=True)
     published_at = models.DateTimeField(null=True, blank=True)
+    # Blank: the community's setting (回覧, 各戸配布 or both).
+    paper_distribution = models.CharField(
+        _("paper copies"), max_length=10, choices=PaperDistribution.choices, blank=True
+    )
+    # Readings an officer corrected before publishing: {"収集日": "しゅうしゅうび"}.
+    furigana_overrides = models.JSONField(default=dict, blank=True)
     # Set when a published circular is edited: residents see 「訂正 (日時)」.
     corrected_at = models.DateTimeField(null=True, blank=True)
     revision = models.PositiveIntegerField(default=1, db_default=1)
@@ -138,3 +144,29 @@ class Receipt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.circular_id}/{self.household_id}"
+
+
+class PrintRecord(models.Model):
+    """Who printed which pack when, for which households, and how many pages."""
+
+    circular = models.ForeignKey(Circular, on_delete=models.CASCADE, related_name="prints")
+    block = models.ForeignKey(
+        Block, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    all_blocks = models.BooleanField(default=False)
+    printed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+"
+    )
+    printed_at = models.DateTimeField(db_default=Now())
+    household_ids = models.JSONField(default=list)
+    households = models.PositiveIntegerField(default=0)
+    pages = models.PositiveIntegerField(default=0)
+    furigana = models.BooleanField(default=False)
+    large_print = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-printed_at", "-id"]
+        indexes = [models.Index(fields=["circular", "block", "printed_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.circular_id}/{self.block_id}"

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.db.models import Case, Count, Exists, OuterRef, Q, QuerySet, Value, When
 from django.http import Http404
 
 from circulars.models import Circular, CircularStatus, Priority, Receipt
@@ -113,7 +113,15 @@ def inbox(*, access: Access, query: str = "", limit: int | None = 50) -> list[In
             circular__status=CircularStatus.PUBLISHED,
         )
         .select_related("circular")
-        .order_by("-circular__published_at", "-circular_id")
+        # Ranked in SQL, so a limit never cuts an older urgent or unconfirmed circular.
+        .annotate(
+            rank=Case(
+                When(confirmed_at__isnull=False, then=Value(2)),
+                When(circular__priority=Priority.URGENT, then=Value(0)),
+                default=Value(1),
+            )
+        )
+        .order_by("rank", "-circular__published_at", "-circular_id")
     )
     if query.strip():
         for word in query.split():
@@ -225,6 +233,7 @@ class LedgerBlock:
     block: Block
     counts: Counts
     rows: list[Receipt] = field(default_factory=list)
+    paper: Any = None  # circulars.paper.PaperStatus, filled in by the view
 
 
 @dataclass

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from circulars import views
+from circulars import paper_views, views
 
 app_name = "circulars"
 
@@ -28,5 +28,11 @@ urlpatterns = [
         name="attachment_delete",
     ),
     path("files/<int:attachment_id>/<str:variant>/", views.attachment_file, name="attachment_file"),
+    path("circulars/<int:circular_id>/paper/", paper_views.print_page, name="paper_print"),
+    path(
+        "circulars/<int:circular_id>/paper/<int:block_id>/",
+        paper_views.signoff,
+        name="paper_signoff",
+    ),
     path("inbox/", views.inbox, name="inbox"),
 ]

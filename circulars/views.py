@@ -431,6 +431,11 @@ def _ledger_context(request: HttpRequest, access: Access, circular: Circular) ->
         block_id=int(block_raw) if block_raw.isdigit() else None,
         method=method,
     )
+    from circulars.paper import paper_status
+
+    status_by_block = paper_status(circular=circular)
+    for item in ledger.blocks:
+        item.paper = status_by_block.get(item.block.pk)
     can_proxy_blocks = (
         None if access.is_officer else access.block_ids
     )  # officers, 班長 and helpers record proxies for what they see

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.http import HttpRequest
+from django.utils import timezone
 
 from communities.models import Preference
 
@@ -21,4 +24,6 @@ def kairan(request: HttpRequest) -> dict[str, object]:
         "pref_large_text": large_text,
         "pref_high_contrast": high_contrast,
         "poll_ms": settings.KAIRAN_POLL_SECONDS * 1000,
+        # Households that joined since then show 「スマホに切替」 to their block staff.
+        "switched_since": timezone.now() - timedelta(days=60),
     }

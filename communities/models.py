@@ -11,6 +11,12 @@ from django.db.models.functions import Now
 from django.utils.translation import gettext_lazy as _
 
 
+class PaperDistribution(models.TextChoices):
+    CIRCULATE = "circulate", _("Circulate one copy with a sign-off sheet (回覧)")
+    EACH = "each", _("One copy per paper household (各戸配布)")
+    BOTH = "both", _("Both")
+
+
 class Community(models.Model):
     """A neighbourhood association (町内会・自治会)."""
 
@@ -19,6 +25,13 @@ class Community(models.Model):
     contact = models.CharField(_("contact"), max_length=200, blank=True)
     allow_block_leader_posts = models.BooleanField(
         _("block leaders may post circulars for their blocks"), default=False, db_default=False
+    )
+    paper_distribution = models.CharField(
+        _("paper copies"),
+        max_length=10,
+        choices=PaperDistribution.choices,
+        default=PaperDistribution.CIRCULATE,
+        db_default=PaperDistribution.CIRCULATE,
     )
     roster_purpose = models.TextField(
         _("purpose of the roster"),
@@ -74,6 +87,8 @@ class Household(models.Model):
         _("delivery"), max_length=5, choices=DeliveryMode.choices, default=DeliveryMode.PAPER
     )
     helper_note = models.CharField(_("note for helpers"), max_length=300, blank=True)
+    # When the household's first phone joined: block leaders see 「スマホに切替」 for a while.
+    switched_to_app_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

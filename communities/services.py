@@ -452,6 +452,9 @@ def household_invite_redeem(
     invite.used_at = now
     invite.used_by = member
     invite.save(update_fields=["used_at", "used_by"])
+    if household.switched_to_app_at is None and household.members.count() == 1:
+        # The household's first phone: its 班長 sees 「スマホに切替」 for a while.
+        Household.objects.filter(pk=household.pk).update(switched_to_app_at=now)
     return member
 
 

@@ -7,7 +7,9 @@
   /* Forms that change a lot ask first: <form data-confirm="...">. */
   document.addEventListener("submit", function (event) {
     var form = event.target;
-    var question = form && form.getAttribute && form.getAttribute("data-confirm");
+    // htmx forms ask through hx-confirm instead.
+    if (!form || !form.getAttribute || form.hasAttribute("hx-post")) { return; }
+    var question = form.getAttribute("data-confirm");
     if (question && !window.confirm(question)) {
       event.preventDefault();
     }
@@ -117,8 +119,9 @@
   }
 
   function startPolling(root, status) {
-    if (root.kairanPoll) { return; }
+    // Also after a failed reconnect while already polling: the page is polling, not closed.
     root.setAttribute("data-live-state", "polling");
+    if (root.kairanPoll) { return; }
     root.kairanPoll = window.setInterval(function () { fire("kairan:poll"); }, POLL_MS);
   }
 

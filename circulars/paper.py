@@ -1,0 +1,187 @@
+"""The paper path: who gets paper, paper sign-offs, and the print log.
+
+Paper is a channel, not a fallback: a household on paper confirms by a stamp on the
+回覧表 or a signed copy, and the helper's tap turns that into the same receipt an app tap
+makes, so the ledger counts every household whatever its channel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import BooleanField, Count, ExpressionWrapper, Q, QuerySet
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from circulars import events
+from circulars.models import Circular, PrintRecord, Receipt, ReceiptMethod
+from circulars.selectors import _paper_q
+from circulars.services import ConfirmResult, receipt_confirm
+from communities.models import Block, Household
+
+UNDO_WINDOW = timedelta(minutes=10)
+
+
+def paper_distribution(*, circular: Circular) -> str:
+    """回覧, 各戸配布 or both: the circular's own choice, else its community's."""
+    return circular.paper_distribution or circular.community.paper_distribution
+
+
+def paper_receipts(*, circular: Circular, block: Block) -> QuerySet[Receipt]:
+    """The block's paper households for this circular, in circulation order (the 回覧表)."""
+    return (
+        Receipt.objects.filter(circular=circular, block=block, household__isnull=False)
+        .annotate(on_paper=ExpressionWrapper(_paper_q(), output_field=BooleanField()))
+        .filter(on_paper=True)
+        .select_related("household", "recorded_by")
+        .order_by("household__circulation_order", "household_id")
+    )
+
+
+def paper_households(*, circular: Circular, block: Block) -> list[Household]:
+    return [
+        receipt.household
+        for receipt in paper_receipts(circular=circular, block=block)
+        if receipt.household
+    ]
+
+
+def _paper_receipt(circular: Circular, block: Block, household_id: int) -> Receipt:
+    receipt = (
+        paper_receipts(circular=circular, block=block).filter(household_id=household_id).first()
+    )
+    if receipt is None or receipt.household is None:
+        raise ValidationError(_("This household is not on this block's paper round."))
+    return receipt
+
+
+def paper_signoff_record(
+    *, circular: Circular, block: Block, household_id: int, recorded_by: User
+) -> ConfirmResult:
+    """A stamp on the returned sheet: record a paper receipt (idempotent)."""
+    receipt = _paper_receipt(circular, block, household_id)
+    assert receipt.household is not None
+    return receipt_confirm(
+        circular=circular,
+        household=receipt.household,
+        method=ReceiptMethod.PAPER,
+        recorded_by=recorded_by,
+    )
+
+
+@transaction.atomic
+def paper_signoff_undo(
+    *, circular: Circular, block: Block, household_id: int, user: User, now: datetime | None = None
+) -> Receipt:
+    """Take back a paper sign-off tapped by mistake, within a few minutes."""
+    now = now or timezone.now()
+    receipt = _paper_receipt(circular, block, household_id)
+    if receipt.confirmed_at is None:
+        return receipt
+    if receipt.method != ReceiptMethod.PAPER or now - receipt.confirmed_at > UNDO_WINDOW:
+        raise ValidationError(_("This confirmation can no longer be undone here."))
+    updated = Receipt.objects.filter(
+        pk=receipt.pk, confirmed_at=receipt.confirmed_at, method=ReceiptMethod.PAPER
+    ).update(
+        confirmed_at=None,
+        method="",
+        recorded_by=None,
+        confirmed_by=None,
+        confirm_key=None,
+        version=receipt.version + 1,
+    )
+    receipt.refresh_from_db()
+    if updated:
+        events.receipt_changed(receipt=receipt)
+    return receipt
+
+
+@transaction.atomic
+def paper_signoff_all(*, circular: Circular, block: Block, recorded_by: User) -> int:
+    """「全員確認」: every paper household of the block still open. Returns how many."""
+    count = 0
+    for receipt in paper_receipts(circular=circular, block=block).filter(confirmed_at__isnull=True):
+        assert receipt.household is not None
+        result = receipt_confirm(
+            circular=circular,
+            household=receipt.household,
+            method=ReceiptMethod.PAPER,
+            recorded_by=recorded_by,
+        )
+        count += int(result.recorded)
+    return count
+
+
+def print_record_create(
+    *,
+    circular: Circular,
+    block: Block | None,
+    printed_by: User,
+    household_ids: list[int],
+    pages: int,
+    furigana: bool,
+    large_print: bool,
+) -> PrintRecord:
+    return PrintRecord.objects.create(
+        circular=circular,
+        block=block,
+        all_blocks=block is None,
+        printed_by=printed_by,
+        household_ids=household_ids,
+        households=len(household_ids),
+        pages=pages,
+        furigana=furigana,
+        large_print=large_print,
+    )
+
+
+@dataclass(frozen=True)
+class PaperStatus:
+    """「紙: 印刷済 12 / 回収 9」 for one block."""
+
+    printed: int
+    collected: int
+    paper_households: int
+    last_printed_at: datetime | None
+
+
+def paper_status(*, circular: Circular) -> dict[int, PaperStatus]:
+    """Per block: households covered by the latest print, and paper sign-offs collected."""
+    collected = {
+        row["block_id"]: row
+        for row in Receipt.objects.filter(circular=circular)
+        .annotate(on_paper=ExpressionWrapper(_paper_q(), output_field=BooleanField()))
+        .values("block_id")
+        .annotate(
+            paper=Count("pk", filter=Q(on_paper=True)),
+            collected=Count("pk", filter=Q(method=ReceiptMethod.PAPER)),
+        )
+        .order_by()
+    }
+    printed: dict[int, set[int]] = {}
+    last: dict[int, datetime] = {}
+    block_of = dict(
+        Receipt.objects.filter(circular=circular, household__isnull=False).values_list(
+            "household_id", "block_id"
+        )
+    )
+    for record in PrintRecord.objects.filter(circular=circular).order_by("printed_at", "pk"):
+        for household_id in record.household_ids:
+            block_id = block_of.get(household_id)
+            if block_id is None:
+                continue
+            printed.setdefault(block_id, set()).add(household_id)
+            last[block_id] = record.printed_at
+    return {
+        block_id: PaperStatus(
+            printed=len(printed.get(block_id, set())),
+            collected=row["collected"],
+            paper_households=row["paper"],
+            last_printed_at=last.get(block_id),
+        )
+        for block_id, row in collected.items()
+    }

@@ -1,0 +1,270 @@
+"""The print pack: what a helper carries to a block, as one A4 PDF.
+
+For each block: a cover slip (which households get which pages), the circular in large
+print with a QR code to the web version, and, depending on the paper mode, the 回覧表
+sign-off sheet (回覧) and/or one copy per paper household (各戸配布), where a household
+that has not joined gets its invite QR so a family member can bring it online.
+
+WeasyPrint renders each distinct document once (the circular once for all copies); copies
+and attached PDFs are assembled with pypdf, which shares identical pages instead of
+laying them out again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.urls import reverse
+from django.utils import timezone, translation
+
+from circulars.models import AttachmentKind, Circular
+from circulars.paper import paper_distribution, paper_receipts
+from communities.models import Block, PaperDistribution
+from communities.pdf import pdf_render, pdf_render_with_anchors, qr_png_data_uri
+from communities.selectors import user_display_name
+from communities.services import household_invite_issue
+from communities.tokens import code_format
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PackResult:
+    pdf: bytes
+    pages: int
+    household_ids: list[int]
+    unmerged: list[str]  # attached PDFs that could not be appended (listed on the circular)
+
+
+def _image_uri(attachment: Any) -> str:
+    import base64
+
+    with attachment.file.open("rb") as handle:
+        return "data:image/jpeg;base64," + base64.b64encode(handle.read()).decode()
+
+
+def _render_circular(
+    *, circular: Circular, base: str, furigana: bool, large: bool, unmerged: list[str]
+) -> bytes:
+    """The circular's own pages, cached: every block's pack and every copy share them."""
+    from django.core.cache import cache
+
+    attachment_ids = list(circular.attachments.values_list("pk", flat=True))
+    key = (
+        "print-circular:"
+        + hashlib.sha256(
+            repr(
+                (
+                    circular.pk,
+                    circular.revision,
+                    circular.updated_at.isoformat(),
+                    sorted((circular.furigana_overrides or {}).items()),
+                    attachment_ids,
+                    unmerged,
+                    base,
+                    furigana,
+                    large,
+                )
+            ).encode()
+        ).hexdigest()
+    )
+    try:
+        cached = cache.get(key)
+    except Exception:
+        cached = None
+    if cached is not None:
+        return bytes(cached)
+    pdf = _render_circular_uncached(
+        circular=circular, base=base, furigana=furigana, large=large, unmerged=unmerged
+    )
+    try:
+        cache.set(key, pdf, timeout=60 * 60 * 24)
+    except Exception:
+        logger.warning("print cache unavailable", exc_info=True)
+    return pdf
+
+
+def _render_circular_uncached(
+    *, circular: Circular, base: str, furigana: bool, large: bool, unmerged: list[str]
+) -> bytes:
+    from circulars.furigana import furigana_for_circular, ruby_html
+
+    title_html = body_html = None
+    if furigana:
+        title_segments, body_segments = furigana_for_circular(
+            circular_id=circular.pk,
+            revision=circular.revision,
+            title=circular.title,
+            body=circular.body,
+            overrides=circular.furigana_overrides or {},
+        )
+        title_html, body_html = ruby_html(title_segments), ruby_html(body_segments)
+    attachments = list(circular.attachments.all())
+    web_url = base + reverse(
+        "circulars:detail", kwargs={"slug": circular.community.slug, "circular_id": circular.pk}
+    )
+    return pdf_render(
+        template="circulars/print/circular.html",
+        context={
+            "circular": circular,
+            "community": circular.community,
+            "issuer": user_display_name(user=circular.author) if circular.author else "",
+            "title_html": title_html,
+            "body_html": body_html,
+            "images": [_image_uri(a) for a in attachments if a.kind == AttachmentKind.IMAGE],
+            "pdf_names": [a.original_name for a in attachments if a.kind == AttachmentKind.PDF],
+            "unmerged": unmerged,
+            "web_qr": qr_png_data_uri(web_url, box_size=5),
+            "web_url": web_url,
+            "large": large,
+            "printed_on": timezone.localdate(),
+        },
+    )
+
+
+def _attachment_readers(circular: Circular) -> tuple[list[Any], list[str]]:
+    from pypdf import PdfReader
+
+    readers, failed = [], []
+    for attachment in circular.attachments.filter(kind=AttachmentKind.PDF):
+        try:
+            with attachment.file.open("rb") as handle:
+                reader = PdfReader(io.BytesIO(handle.read()))
+                _ = len(reader.pages)
+            readers.append(reader)
+        except Exception:
+            logger.warning(
+                "attachment %s cannot be merged into the pack", attachment.pk, exc_info=True
+            )
+            failed.append(attachment.original_name)
+    return readers, failed
+
+
+def print_pack_pdf(
+    *,
+    circular: Circular,
+    blocks: list[Block],
+    base_url: str,
+    printed_by: User | None,
+    furigana: bool = False,
+    large: bool = False,
+) -> PackResult:
+    """Build the pack for the given blocks (one block, or all of them in order)."""
+    from pypdf import PdfReader, PdfWriter
+
+    base = base_url.rstrip("/")
+    with translation.override("ja"):
+        readers, unmerged = _attachment_readers(circular)
+        circular_pdf = PdfReader(
+            io.BytesIO(
+                _render_circular(
+                    circular=circular, base=base, furigana=furigana, large=large, unmerged=unmerged
+                )
+            )
+        )
+        mode = paper_distribution(circular=circular)
+        circulate = mode in (PaperDistribution.CIRCULATE, PaperDistribution.BOTH)
+        each = mode in (PaperDistribution.EACH, PaperDistribution.BOTH)
+
+        sections: list[dict[str, Any]] = []
+        household_ids: list[int] = []
+        for block in blocks:
+            receipts = list(paper_receipts(circular=circular, block=block))
+            households: list[dict[str, Any]] = []
+            for receipt in receipts:
+                household = receipt.household
+                assert household is not None
+                joined = household.members.exists()
+                invite = None
+                if each and not joined:
+                    # A fresh card for the copy; earlier unused cards of the household stop.
+                    issued = household_invite_issue(household=household, created_by=printed_by)
+                    url = base + reverse("join_token", kwargs={"token": issued.token})
+                    invite = {
+                        "qr": qr_png_data_uri(url, box_size=5),
+                        "code": code_format(issued.code),
+                    }
+                households.append(
+                    {
+                        "household": household,
+                        "confirmed": receipt.confirmed_at is not None,
+                        "invite": invite,
+                    }
+                )
+                household_ids.append(household.pk)
+            signoff_url = base + reverse(
+                "circulars:paper_signoff",
+                kwargs={
+                    "slug": circular.community.slug,
+                    "circular_id": circular.pk,
+                    "block_id": block.pk,
+                },
+            )
+            sections.append(
+                {
+                    "block": block,
+                    "households": households,
+                    "signoff_qr": qr_png_data_uri(signoff_url, box_size=4),
+                    "signoff_url": signoff_url,
+                }
+            )
+
+        extras_pdf, extras_anchors = pdf_render_with_anchors(
+            template="circulars/print/pack_extras.html",
+            context={
+                "circular": circular,
+                "community": circular.community,
+                "sections": sections,
+                "circulate": circulate,
+                "each": each,
+                "circular_pages": len(circular_pdf.pages),
+                "attachment_pages": sum(len(r.pages) for r in readers),
+                "printed_on": timezone.localdate(),
+            },
+        )
+        extras = PdfReader(io.BytesIO(extras_pdf))
+
+    # Each part of the extras starts with an element id (cover-N, sheet-N, label-N); a part
+    # runs until the next one starts, so a long 回覧表 may take several pages.
+    parts: dict[str, list[int]] = {}
+    current = ""
+    for index, names in enumerate(extras_anchors):
+        starts = sorted(name for name in names if name.startswith(("cover-", "sheet-", "label-")))
+        if starts:
+            current = starts[0]
+        parts.setdefault(current, []).append(index)
+
+    writer = PdfWriter()
+
+    def add_circular() -> None:
+        for page in circular_pdf.pages:
+            writer.add_page(page)
+        for reader in readers:
+            for page in reader.pages:
+                writer.add_page(page)
+
+    for section in sections:
+        block_id = section["block"].pk
+        for index in parts.get(f"cover-{block_id}", []):
+            writer.add_page(extras.pages[index])
+        if circulate:
+            add_circular()
+            for index in parts.get(f"sheet-{block_id}", []):
+                writer.add_page(extras.pages[index])
+        if each:
+            for entry in section["households"]:
+                household_id = entry["household"].pk
+                for index in parts.get(f"label-{household_id}", []):
+                    writer.add_page(extras.pages[index])
+                add_circular()
+    out = io.BytesIO()
+    writer.add_metadata({"/Title": circular.title, "/Creator": "Kairan"})
+    writer.write(out)
+    return PackResult(
+        pdf=out.getvalue(), pages=len(writer.pages), household_ids=household_ids, unmerged=unmerged
+    )
