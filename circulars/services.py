@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -277,3 +278,23 @@ def receipt_confirm(
     return ConfirmResult(
         receipt=receipt, recorded=False, replay=key is not None and receipt.confirm_key == key
     )
+
+
+FURIGANA_READING = re.compile(r"[\u3041-\u309f\u30a0-\u30ffー]*")
+
+
+@transaction.atomic
+def circular_furigana_set(*, circular: Circular, readings: dict[str, str]) -> Circular:
+    """Save an officer's corrected readings (word → kana; empty means no furigana)."""
+    cleaned: dict[str, str] = {}
+    for word, reading in list(readings.items())[:300]:
+        word, reading = word.strip()[:30], reading.strip().replace(" ", "")[:60]
+        if not word:
+            continue
+        if not FURIGANA_READING.fullmatch(reading):
+            raise ValidationError(_("Write the reading of %(word)s in kana.") % {"word": word})
+        cleaned[word] = reading
+    circular = Circular.objects.select_for_update().get(pk=circular.pk)
+    circular.furigana_overrides = cleaned
+    circular.save(update_fields=["furigana_overrides", "updated_at"])
+    return circular

@@ -12,6 +12,7 @@ urlpatterns = [
     path("circulars/<int:circular_id>/draft/", views.circular_draft, name="draft"),
     path("circulars/<int:circular_id>/preview/", views.circular_preview, name="preview"),
     path("circulars/<int:circular_id>/unschedule/", views.circular_unschedule, name="unschedule"),
+    path("circulars/<int:circular_id>/furigana/", views.circular_furigana, name="furigana"),
     path("circulars/<int:circular_id>/delete/", views.circular_delete, name="delete"),
     path("circulars/<int:circular_id>/copy/", views.circular_copy, name="copy"),
     path("circulars/<int:circular_id>/confirm/", views.circular_confirm, name="confirm"),

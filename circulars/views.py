@@ -164,6 +164,18 @@ def circular_edit(request: HttpRequest, access: Access, circular_id: int) -> Htt
     )
 
 
+def _readings(circular: Circular) -> list[tuple[str, str, bool]]:
+    """(word, reading, corrected) for the officer's furigana check."""
+    from circulars.furigana import furigana_words
+
+    overrides = circular.furigana_overrides or {}
+    text = circular.title + "\n" + circular.body
+    return [
+        (word, reading, word in overrides)
+        for word, reading in furigana_words(text, overrides=overrides)
+    ][:300]
+
+
 @community_view(staff=True)
 @require_http_methods(["GET", "POST"])
 def circular_draft(request: HttpRequest, access: Access, circular_id: int) -> HttpResponse:
@@ -196,8 +208,28 @@ def circular_draft(request: HttpRequest, access: Access, circular_id: int) -> Ht
             "publish_form": publish_form,
             "attachment_form": AttachmentForm(),
             "attachments": circular.attachments.all(),
+            "readings": _readings(circular),
         },
     )
+
+
+@community_view(staff=True)
+@require_POST
+def circular_furigana(request: HttpRequest, access: Access, circular_id: int) -> HttpResponse:
+    """Correct the automatic readings before publishing (they can be changed later too)."""
+    circular = _editable(access, circular_id)
+    readings: dict[str, str] = {}
+    for key in request.POST:
+        if key.startswith("word-"):
+            word = request.POST.get(key, "")
+            readings[word] = request.POST.get("reading-" + key.removeprefix("word-"), "")
+    try:
+        services.circular_furigana_set(circular=circular, readings=readings)
+    except ValidationError as error:
+        messages.error(request, " ".join(error.messages))
+    else:
+        messages.success(request, _("The readings were saved."))
+    return redirect("circulars:draft", slug=access.community.slug, circular_id=circular.pk)
 
 
 @community_view(staff=True)
@@ -289,6 +321,30 @@ def attachment_delete(
 # --- Reading and confirming -------------------------------------------------------------
 
 
+def _ruby(request: HttpRequest, circular: Circular) -> dict[str, str] | None:
+    """Title and body with furigana, when the person turned furigana on (off by default:
+    screen readers read ruby twice)."""
+    from circulars.furigana import furigana_for_circular, ruby_html
+    from communities.models import Preference
+
+    user = request.user
+    wanted = (
+        Preference.objects.filter(user_id=user.pk, furigana=True).exists()
+        if user.is_authenticated
+        else "furigana" in request.COOKIES.get("kairan_prefs", "").split(".")
+    )
+    if not wanted:
+        return None
+    title, body = furigana_for_circular(
+        circular_id=circular.pk,
+        revision=circular.revision,
+        title=circular.title,
+        body=circular.body,
+        overrides=circular.furigana_overrides or {},
+    )
+    return {"title": ruby_html(title), "body": ruby_html(body)}
+
+
 def _member_for(access: Access, household: Household) -> Member | None:
     return Member.objects.filter(household=household, user_id=access.user_id).first()
 
@@ -322,6 +378,7 @@ def circular_detail(request: HttpRequest, access: Access, circular_id: int) -> H
             "attachments": circular.attachments.all(),
             "receipt": receipt,
             "staff": staff,
+            "ruby": _ruby(request, circular),
             "confirm_key": uuid.uuid4(),
             "preview": False,
         },

@@ -44,9 +44,10 @@ def help_page(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 def preferences(request: HttpRequest) -> HttpResponse:
-    """Toggle larger text or high contrast; kept per person, or per browser when logged out."""
+    """Toggle larger text, high contrast or furigana; kept per person, or per browser when
+    logged out."""
     setting = request.POST.get("setting", "")
-    if setting not in {"large_text", "high_contrast"}:
+    if setting not in {"large_text", "high_contrast", "furigana"}:
         return HttpResponseBadRequest(_("Unknown setting."))
     value = request.POST.get("value") == "on"
     next_url = request.POST.get("next", "/")
@@ -57,8 +58,10 @@ def preferences(request: HttpRequest) -> HttpResponse:
         user = request_user(request)
         if setting == "large_text":
             services.preference_update(user=user, large_text=value)
-        else:
+        elif setting == "high_contrast":
             services.preference_update(user=user, high_contrast=value)
+        else:
+            services.preference_update(user=user, furigana=value)
     else:
         current = set(filter(None, request.COOKIES.get(PREF_COOKIE, "").split(".")))
         if value:
