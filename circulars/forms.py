@@ -9,7 +9,7 @@ from django.utils.translation import gettext_lazy as _
 
 from circulars.models import Priority
 from circulars.services import CircularData
-from communities.models import Block, Community
+from communities.models import Block, Community, PaperDistribution
 
 
 class CircularForm(forms.Form):
@@ -37,6 +37,12 @@ class CircularForm(forms.Form):
         queryset=Block.objects.none(),
         required=False,
         widget=forms.CheckboxSelectMultiple,
+    )
+    paper_distribution = forms.ChoiceField(
+        label=_("Paper copies for this circular"),
+        choices=[("", _("As the association usually does")), *PaperDistribution.choices],
+        required=False,
+        widget=forms.RadioSelect,
     )
     due_date = forms.DateField(
         label=_("Due date (optional)"),
@@ -71,6 +77,7 @@ class CircularForm(forms.Form):
             all_blocks=all_blocks,
             blocks=[] if all_blocks else list(data["blocks"]),
             due_date=data["due_date"],
+            paper_distribution=data.get("paper_distribution") or "",
         )
 
 

@@ -22,7 +22,7 @@ from circulars.models import (
     Receipt,
     ReceiptMethod,
 )
-from communities.models import Block, Community, Household, Member
+from communities.models import Block, Community, Household, Member, PaperDistribution
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class CircularData:
     all_blocks: bool = True
     blocks: list[Block] = field(default_factory=list)
     due_date: date | None = None
+    paper_distribution: str = ""
 
 
 def _validate(*, community: Community, data: CircularData) -> None:
@@ -43,6 +44,8 @@ def _validate(*, community: Community, data: CircularData) -> None:
         errors["priority"] = _("Choose a priority.")
     if not data.all_blocks and not data.blocks:
         errors["blocks"] = _("Choose at least one block, or send it to all blocks.")
+    if data.paper_distribution not in ("", *PaperDistribution.values):
+        errors["paper_distribution"] = _("Choose how paper copies go round.")
     if any(block.community_id != community.pk for block in data.blocks):
         errors["blocks"] = _("Choose one of this association's blocks.")
     if errors:
@@ -55,6 +58,7 @@ def _apply(circular: Circular, data: CircularData) -> None:
     circular.priority = data.priority
     circular.all_blocks = data.all_blocks
     circular.due_date = data.due_date
+    circular.paper_distribution = data.paper_distribution
 
 
 @transaction.atomic
@@ -98,6 +102,8 @@ def circular_copy(*, circular: Circular, author: User) -> Circular:
         body=circular.body,
         priority=circular.priority,
         all_blocks=circular.all_blocks,
+        paper_distribution=circular.paper_distribution,
+        furigana_overrides=circular.furigana_overrides,
     )
     copy.blocks.set(circular.blocks.all())
     return copy

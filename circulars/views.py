@@ -137,6 +137,7 @@ def circular_edit(request: HttpRequest, access: Access, circular_id: int) -> Htt
         "audience": "all" if circular.all_blocks else "chosen",
         "blocks": list(circular.blocks.all()),
         "due_date": circular.due_date,
+        "paper_distribution": circular.paper_distribution,
     }
     form = CircularForm(
         request.POST or None,

@@ -5,7 +5,14 @@ from __future__ import annotations
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
-from communities.models import Block, Community, DeliveryMode, MemberKind, RoleKind
+from communities.models import (
+    Block,
+    Community,
+    DeliveryMode,
+    MemberKind,
+    PaperDistribution,
+    RoleKind,
+)
 
 
 class BlockForm(forms.Form):
@@ -110,4 +117,20 @@ class PreferenceForm(forms.Form):
     high_contrast = forms.BooleanField(required=False)
     setting = forms.ChoiceField(
         choices=[("large_text", "large_text"), ("high_contrast", "high_contrast")]
+    )
+
+
+class CommunitySettingsForm(forms.Form):
+    name = forms.CharField(label=_("Association name"), max_length=100)
+    contact = forms.CharField(label=_("Contact (optional)"), max_length=200, required=False)
+    paper_distribution = forms.ChoiceField(
+        label=_("Paper copies"), choices=PaperDistribution.choices, widget=forms.RadioSelect
+    )
+    allow_block_leader_posts = forms.BooleanField(
+        label=_("Block leaders may post circulars for their own blocks"), required=False
+    )
+    roster_purpose = forms.CharField(
+        label=_("Purpose of the roster (shown to residents before they agree)"),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4}),
     )

@@ -61,6 +61,31 @@ def community_create(*, name: str, slug: str, chair: User, contact: str = "") ->
     return community
 
 
+@transaction.atomic
+def community_update(
+    *,
+    community: Community,
+    name: str,
+    contact: str,
+    paper_distribution: str,
+    allow_block_leader_posts: bool,
+    roster_purpose: str,
+) -> Community:
+    from communities.models import PaperDistribution
+
+    if not name.strip():
+        raise ValidationError({"name": _("Enter the association's name.")})
+    if paper_distribution not in PaperDistribution.values:
+        raise ValidationError({"paper_distribution": _("Choose how paper copies go round.")})
+    community.name = name.strip()
+    community.contact = contact.strip()
+    community.paper_distribution = paper_distribution
+    community.allow_block_leader_posts = allow_block_leader_posts
+    community.roster_purpose = roster_purpose.strip()
+    community.save()
+    return community
+
+
 def _block_name_check(*, community: Community, name: str, exclude_id: int | None = None) -> str:
     name = name.strip()
     if not name:

@@ -32,4 +32,5 @@ urlpatterns = [
     path("roles/", roles.role_list, name="role_list"),
     path("roles/<int:role_id>/end/", roles.role_end, name="role_end"),
     path("rollover/", roles.rollover, name="rollover"),
+    path("settings/", roles.community_settings, name="settings"),
 ]

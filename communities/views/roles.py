@@ -11,7 +11,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from communities import services
 from communities.decorators import community_view
-from communities.forms import RoleForm
+from communities.forms import CommunitySettingsForm, RoleForm
 from communities.models import BLOCK_ROLES, RoleAssignment
 from communities.selectors import Access, blocks_visible, roles_current, roles_history
 
@@ -131,3 +131,29 @@ def rollover(request: HttpRequest, access: Access) -> HttpResponse:
         "communities/rollover.html",
         {"access": access, "rows": rows, "next_year": next_year, "errors": errors},
     )
+
+
+@community_view(officer=True)
+@require_http_methods(["GET", "POST"])
+def community_settings(request: HttpRequest, access: Access) -> HttpResponse:
+    community = access.community
+    form = CommunitySettingsForm(
+        request.POST or None,
+        initial={
+            "name": community.name,
+            "contact": community.contact,
+            "paper_distribution": community.paper_distribution,
+            "allow_block_leader_posts": community.allow_block_leader_posts,
+            "roster_purpose": community.roster_purpose,
+        },
+    )
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.community_update(community=community, **form.cleaned_data)
+        except ValidationError as error:
+            for field, items in error.message_dict.items():
+                form.add_error(field if field in form.fields else None, items)
+        else:
+            messages.success(request, _("The settings were saved."))
+            return redirect("communities:settings", slug=community.slug)
+    return render(request, "communities/settings.html", {"access": access, "form": form})
