@@ -13,3 +13,12 @@ class AccountAdapter(DefaultAccountAdapter):
 
     def get_login_redirect_url(self, request: HttpRequest) -> str:
         return "/"
+
+    def logout(self, request: HttpRequest) -> None:
+        """Log out, and close the live sockets that this login had open."""
+        from notifications.sessions import sockets_close_for_session
+
+        user_id, session_key = request.user.pk, request.session.session_key
+        super().logout(request)
+        if user_id and session_key:
+            sockets_close_for_session(user_id=user_id, session_key=session_key)

@@ -31,6 +31,7 @@ from communities.models import (
 )
 from communities.selectors import InviteStatus, household_invite_lookup
 from communities.tokens import code_hash, code_new, token_hash, token_new
+from notifications.sessions import sockets_close_for_users
 
 INVITE_CARD_DAYS = 30
 INVITE_DEVICE_MINUTES = 15
@@ -237,6 +238,7 @@ def household_remove(*, household: Household) -> RemovedHousehold:
     )
     user_ids = list(household.members.values_list("user_id", flat=True))
     household.delete()
+    sockets_close_for_users(user_ids=user_ids)
     orphans = User.objects.filter(pk__in=user_ids, memberships__isnull=True).exclude(
         role_assignments__isnull=False
     )
@@ -487,6 +489,7 @@ def household_invite_redeem(
 def member_remove(*, member: Member) -> None:
     user_id = member.user_id
     member.delete()
+    sockets_close_for_users(user_ids=[user_id])
     User.objects.filter(
         pk=user_id,
         memberships__isnull=True,

@@ -52,7 +52,9 @@ def send_now(*, groups: Iterable[str], event: Event, handler: str = "event.forwa
         logger.warning("broadcast of %s failed; clients will re-sync", event.type, exc_info=True)
 
 
-def send_on_commit(*, groups: Iterable[str], event: Event) -> None:
+def send_on_commit(*, groups: Iterable[str], event: Event, handler: str = "event.forward") -> None:
     """Queue the event to go out once the surrounding transaction has committed."""
     targets = list(groups)
-    transaction.on_commit(lambda: send_now(groups=targets, event=event), robust=True)
+    transaction.on_commit(
+        lambda: send_now(groups=targets, event=event, handler=handler), robust=True
+    )

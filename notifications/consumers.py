@@ -73,7 +73,11 @@ class ForwardingConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json(event["payload"])
 
     async def session_close(self, event: dict[str, Any]) -> None:
-        """Forced disconnect: the member was removed or logged out."""
+        """Forced disconnect: the member was removed, or this login logged out."""
+        wanted = event.get("payload", {}).get("session_key", "")
+        session = self.scope.get("session")
+        if wanted and (session is None or session.session_key != wanted):
+            return  # another phone of the same person logged out
         await self.close(code=4403)
 
 
