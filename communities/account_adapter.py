@@ -1,7 +1,13 @@
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import Any
+from urllib.parse import urlsplit
+
 from allauth.account.adapter import DefaultAccountAdapter
+from django.conf import settings
 from django.http import HttpRequest
+from django.utils.translation import gettext
 
 
 class AccountAdapter(DefaultAccountAdapter):
@@ -13,6 +19,13 @@ class AccountAdapter(DefaultAccountAdapter):
 
     def get_login_redirect_url(self, request: HttpRequest) -> str:
         return "/"
+
+    def send_mail(self, template_prefix: str, email: str, context: dict[str, Any]) -> None:
+        """Mails say they come from Kairan, not from the server's host name."""
+        site = SimpleNamespace(
+            name=gettext("Kairan"), domain=urlsplit(settings.KAIRAN_PUBLIC_URL).netloc
+        )
+        super().send_mail(template_prefix, email, {**context, "current_site": site})
 
     def logout(self, request: HttpRequest) -> None:
         """Log out, and close the live sockets that this login had open."""
