@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.core.cache import cache
-from django.utils.html import escape
+from django.utils.html import escape, urlize
 from django.utils.safestring import SafeString, mark_safe
 
 logger = logging.getLogger(__name__)
@@ -355,10 +355,21 @@ def ruby_html(segments: Iterable[Segment]) -> SafeString:
     is made from user text.
     """
     parts: list[str] = []
+    plain: list[str] = []
+
+    def flush() -> None:
+        # Runs of unannotated text get the same auto-linking as the page without furigana.
+        if plain:
+            text = "".join(plain).replace("\r\n", "\n").replace("\r", "\n")
+            parts.append(urlize(text, nofollow=True, autoescape=True).replace("\n", "<br>"))
+            plain.clear()
+
     for segment in segments:
-        text = escape(segment.text)
         if segment.reading:
+            flush()
+            text = escape(segment.text)
             parts.append(f"<ruby>{text}<rt>{escape(segment.reading)}</rt></ruby>")
         else:
-            parts.append(text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "<br>"))
-    return mark_safe("".join(parts))  # noqa: S308 - every part above is escaped
+            plain.append(segment.text)
+    flush()
+    return mark_safe("".join(parts))  # noqa: S308 - escaped above or by urlize(autoescape)

@@ -88,6 +88,9 @@ def paper_signoff_undo(
         pk=receipt.pk, confirmed_at=receipt.confirmed_at, method=ReceiptMethod.PAPER
     ).update(
         confirmed_at=None,
+        # The tap also set opened_at when nobody had opened it: take that back too, or the
+        # ledger would show a paper household as "opened" after a mistaken tap.
+        opened_at=None if receipt.opened_at == receipt.confirmed_at else receipt.opened_at,
         method="",
         recorded_by=None,
         confirmed_by=None,

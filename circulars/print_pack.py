@@ -117,7 +117,12 @@ def _render_circular_uncached(
             "title_html": title_html,
             "body_html": body_html,
             "images": [_image_uri(a) for a in attachments if a.kind == AttachmentKind.IMAGE],
-            "pdf_names": [a.original_name for a in attachments if a.kind == AttachmentKind.PDF],
+            # Only those that really follow; the unmerged ones are listed separately below.
+            "pdf_names": [
+                a.original_name
+                for a in attachments
+                if a.kind == AttachmentKind.PDF and a.original_name not in unmerged
+            ],
             "unmerged": unmerged,
             "web_qr": qr_png_data_uri(web_url, box_size=5),
             "web_url": web_url,
