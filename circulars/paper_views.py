@@ -151,6 +151,8 @@ def signoff(request: HttpRequest, access: Access, circular_id: int, block_id: in
         "access": access,
         "circular": circular,
         "block": block,
+        # Inside {% block %} tags, Django's own "block" shadows a context variable of that name.
+        "current_block": block,
         "rows": rows,
         "open_count": sum(1 for r in receipts if r.confirmed_at is None),
         "notice": notice,

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from communities.demo import seed_demo
+from communities.demo import DEMO_TOTP_SECRET, seed_demo
 
 
 class Command(BaseCommand):
@@ -10,3 +10,4 @@ class Command(BaseCommand):
         community = seed_demo()
         households = community.households.count()
         self.stdout.write(f"Demo ready: {community.name} with {households} households.")
+        self.stdout.write(f"Demo authenticator secret (chair, officer): {DEMO_TOTP_SECRET}")
