@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import BooleanField, Count, ExpressionWrapper, Q, QuerySet
+from django.db.models import BooleanField, Count, ExpressionWrapper, F, Q, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -95,7 +95,7 @@ def paper_signoff_undo(
         recorded_by=None,
         confirmed_by=None,
         confirm_key=None,
-        version=receipt.version + 1,
+        version=F("version") + 1,
     )
     receipt.refresh_from_db()
     if updated:
@@ -123,7 +123,7 @@ def print_record_create(
     *,
     circular: Circular,
     block: Block | None,
-    printed_by: User,
+    printed_by: User | None,
     household_ids: list[int],
     pages: int,
     furigana: bool,
@@ -188,3 +188,13 @@ def paper_status(*, circular: Circular) -> dict[int, PaperStatus]:
         )
         for block_id, row in collected.items()
     }
+
+
+def print_history(
+    *, circular: Circular, block_ids: frozenset[int] | None = None, limit: int = 20
+) -> list[PrintRecord]:
+    """Who printed which pack when (all-blocks packs only for those who see every block)."""
+    records = PrintRecord.objects.filter(circular=circular).select_related("printed_by", "block")
+    if block_ids is not None:
+        records = records.filter(block_id__in=block_ids)
+    return list(records.order_by("-printed_at", "-pk")[:limit])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -15,6 +16,7 @@ from circulars.models import Circular, CircularStatus, ReceiptMethod
 from circulars.print_pack import print_pack_pdf
 from communities.decorators import community_view, request_user
 from communities.models import Block
+from communities.params import int_param
 from communities.selectors import Access, block_get_visible
 
 
@@ -33,7 +35,7 @@ def _block_of(access: Access, circular: Circular, block_id: int) -> Block:
     return block
 
 
-@community_view(staff=True)
+@community_view(staff=True, roster=True)
 @require_http_methods(["GET", "POST"])
 def print_page(request: HttpRequest, access: Access, circular_id: int) -> HttpResponse:
     """Choose a block (or every block) and make the pack. Making it is a POST: it logs the
@@ -59,23 +61,27 @@ def print_page(request: HttpRequest, access: Access, circular_id: int) -> HttpRe
             record_block = chosen[0]
         furigana = request.POST.get("furigana") == "on"
         large = request.POST.get("large") == "on"
-        result = print_pack_pdf(
-            circular=circular,
-            blocks=chosen,
-            base_url=request.build_absolute_uri("/"),
-            printed_by=request_user(request),
-            furigana=furigana,
-            large=large,
-        )
-        paper.print_record_create(
-            circular=circular,
-            block=record_block,
-            printed_by=request_user(request),
-            household_ids=result.household_ids,
-            pages=result.pages,
-            furigana=furigana,
-            large_print=large,
-        )
+        # Invite QRs only where this person may issue cards (officers, the block's 班長).
+        invite_blocks = None if access.is_officer else access.led_block_ids
+        with transaction.atomic():  # invites, pages and the print log, or nothing
+            result = print_pack_pdf(
+                circular=circular,
+                blocks=chosen,
+                base_url=request.build_absolute_uri("/"),
+                printed_by=request_user(request),
+                furigana=furigana,
+                large=large,
+                invite_block_ids=invite_blocks,
+            )
+            paper.print_record_create(
+                circular=circular,
+                block=record_block,
+                printed_by=request_user(request),
+                household_ids=result.household_ids,
+                pages=result.pages,
+                furigana=furigana,
+                large_print=large,
+            )
         response = HttpResponse(result.pdf, content_type="application/pdf")
         name = f"kairan-{circular.pk}-{'all' if record_block is None else record_block.pk}.pdf"
         response["Content-Disposition"] = f'inline; filename="{name}"'
@@ -91,11 +97,12 @@ def print_page(request: HttpRequest, access: Access, circular_id: int) -> HttpRe
             "rows": [{"block": b, "status": status.get(b.pk)} for b in blocks],
             "all_allowed": visible is None,
             "mode": paper.paper_distribution(circular=circular),
+            "history": paper.print_history(circular=circular, block_ids=visible),
         },
     )
 
 
-@community_view(staff=True)
+@community_view(staff=True, roster=True)
 @require_http_methods(["GET", "POST"])
 def signoff(request: HttpRequest, access: Access, circular_id: int, block_id: int) -> HttpResponse:
     """The returned 回覧表, tapped in: one big toggle per household, in the sheet's order."""
@@ -110,7 +117,7 @@ def signoff(request: HttpRequest, access: Access, circular_id: int, block_id: in
             if action == "all":
                 count = paper.paper_signoff_all(circular=circular, block=block, recorded_by=user)
                 notice = _("%(count)s households were recorded.") % {"count": count}
-            elif action in {"confirm", "undo"} and household.isdigit():
+            elif action in {"confirm", "undo"} and int_param(household) is not None:
                 if action == "confirm":
                     result = paper.paper_signoff_record(
                         circular=circular,

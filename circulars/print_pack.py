@@ -24,7 +24,7 @@ from django.utils import timezone, translation
 
 from circulars.models import AttachmentKind, Circular
 from circulars.paper import paper_distribution, paper_receipts
-from communities.models import Block, PaperDistribution
+from communities.models import Block, InviteKind, Member, PaperDistribution
 from communities.pdf import pdf_render, pdf_render_with_anchors, qr_png_data_uri
 from communities.selectors import user_display_name
 from communities.services import household_invite_issue
@@ -158,8 +158,13 @@ def print_pack_pdf(
     printed_by: User | None,
     furigana: bool = False,
     large: bool = False,
+    invite_block_ids: frozenset[int] | None = None,
 ) -> PackResult:
-    """Build the pack for the given blocks (one block, or all of them in order)."""
+    """Build the pack for the given blocks (one block, or all of them in order).
+
+    ``invite_block_ids``: blocks whose unjoined households get an invite QR on their copy
+    (None: every block). Elsewhere the copy says to ask the 班長 instead.
+    """
     from pypdf import PdfReader, PdfWriter
 
     base = base_url.rstrip("/")
@@ -180,15 +185,25 @@ def print_pack_pdf(
         household_ids: list[int] = []
         for block in blocks:
             receipts = list(paper_receipts(circular=circular, block=block))
+            joined_ids = set(
+                Member.objects.filter(
+                    household_id__in=[r.household_id for r in receipts]
+                ).values_list("household_id", flat=True)
+            )
             households: list[dict[str, Any]] = []
             for receipt in receipts:
                 household = receipt.household
                 assert household is not None
-                joined = household.members.exists()
+                joined = household.pk in joined_ids
                 invite = None
-                if each and not joined:
-                    # A fresh card for the copy; earlier unused cards of the household stop.
-                    issued = household_invite_issue(household=household, created_by=printed_by)
+                if (
+                    each
+                    and not joined
+                    and (invite_block_ids is None or block.pk in invite_block_ids)
+                ):
+                    issued = household_invite_issue(
+                        household=household, created_by=printed_by, kind=InviteKind.PACK
+                    )
                     url = base + reverse("join_token", kwargs={"token": issued.token})
                     invite = {
                         "qr": qr_png_data_uri(url, box_size=5),
@@ -199,6 +214,7 @@ def print_pack_pdf(
                         "household": household,
                         "confirmed": receipt.confirmed_at is not None,
                         "invite": invite,
+                        "joined": joined,
                     }
                 )
                 household_ids.append(household.pk)

@@ -26,7 +26,7 @@ def _is_author(access: Access, circular: Circular) -> bool:
 
 def circular_staff_block_ids(*, access: Access, circular: Circular) -> frozenset[int] | None:
     """The blocks of this circular the user may follow as staff; None means all blocks."""
-    if access.is_officer or _is_author(access, circular):
+    if access.is_officer or (access.is_block_staff and _is_author(access, circular)):
         return None
     return access.block_ids
 
@@ -34,6 +34,10 @@ def circular_staff_block_ids(*, access: Access, circular: Circular) -> frozenset
 def circular_get_for_staff(*, access: Access, circular_id: int) -> Circular:
     """A circular as its staff see it: officers and author always, block staff when it
     was sent to one of their blocks. Drafts only to officers and the author."""
+    if not (access.is_officer or access.is_block_staff):
+        # Authorship alone opens nothing: a former 班長 who is now only a resident sees
+        # their old circulars as a resident does.
+        raise Http404
     circular = (
         Circular.objects.filter(community=access.community, pk=circular_id)
         .select_related("author", "community")

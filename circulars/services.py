@@ -11,6 +11,8 @@ from datetime import date, datetime
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -93,19 +95,43 @@ def circular_update(*, circular: Circular, data: CircularData) -> Circular:
 
 
 @transaction.atomic
-def circular_copy(*, circular: Circular, author: User) -> Circular:
-    """A new draft with the same text and audience (attachments are not copied)."""
+def circular_mark_corrected(*, circular: Circular) -> Circular:
+    """A published circular's files changed: show 「訂正」 and tell the open inboxes."""
+    circular = Circular.objects.select_for_update().get(pk=circular.pk)
+    if circular.status == CircularStatus.PUBLISHED:
+        circular.corrected_at = timezone.now()
+        circular.revision += 1
+        circular.save(update_fields=["corrected_at", "revision", "updated_at"])
+        events.circular_changed(circular=circular, household_ids=_audience_ids(circular))
+    return circular
+
+
+@transaction.atomic
+def circular_copy(
+    *, circular: Circular, author: User, allowed_block_ids: frozenset[int] | None = None
+) -> Circular:
+    """A new draft with the same text and audience (attachments are not copied).
+
+    ``allowed_block_ids``: a 班長's own blocks; the copy's audience is narrowed to them.
+    """
+    blocks = list(circular.blocks.all())
+    all_blocks = circular.all_blocks
+    if allowed_block_ids is not None:
+        blocks = [b for b in blocks if b.pk in allowed_block_ids] if not all_blocks else []
+        if not blocks:
+            blocks = list(Block.objects.filter(pk__in=allowed_block_ids))
+        all_blocks = False
     copy = Circular.objects.create(
         community=circular.community,
         author=author,
         title=circular.title,
         body=circular.body,
         priority=circular.priority,
-        all_blocks=circular.all_blocks,
+        all_blocks=all_blocks,
         paper_distribution=circular.paper_distribution,
         furigana_overrides=circular.furigana_overrides,
     )
-    copy.blocks.set(circular.blocks.all())
+    copy.blocks.set(blocks)
     return copy
 
 
@@ -159,15 +185,28 @@ def _publish_now(circular: Circular, now: datetime) -> Circular:
 
 @transaction.atomic
 def circular_publish(
-    *, circular: Circular, publish_at: datetime | None = None, now: datetime | None = None
+    *,
+    circular: Circular,
+    publish_at: datetime | None = None,
+    now: datetime | None = None,
+    allowed_block_ids: frozenset[int] | None = None,
 ) -> Circular:
-    """Publish now, or schedule for ``publish_at``. Publishing twice changes nothing."""
+    """Publish now, or schedule for ``publish_at``. Publishing twice changes nothing.
+
+    ``allowed_block_ids``: the blocks a 班長 may write for; the audience must lie inside.
+    """
     now = now or timezone.now()
     circular = Circular.objects.select_for_update().get(pk=circular.pk)
     if circular.status == CircularStatus.PUBLISHED:
         return circular
     if not circular.title.strip():
         raise ValidationError(_("Enter a title."))
+    if allowed_block_ids is not None and (
+        circular.all_blocks
+        or not circular.blocks.exists()
+        or circular.blocks.exclude(pk__in=allowed_block_ids).exists()
+    ):
+        raise ValidationError(_("Choose among your own blocks."))
     if publish_at is not None and publish_at > now:
         circular.status = CircularStatus.SCHEDULED
         circular.publish_at = publish_at
@@ -230,11 +269,10 @@ def receipt_open(
     if receipt.opened_at is None and receipt.confirmed_at is None:
         now = now or timezone.now()
         updated = Receipt.objects.filter(pk=receipt.pk, opened_at__isnull=True).update(
-            opened_at=now, version=receipt.version + 1
+            opened_at=now, version=F("version") + 1
         )
         if updated:
-            receipt.opened_at = now
-            receipt.version += 1
+            receipt.refresh_from_db()
             events.receipt_changed(receipt=receipt)
     return receipt
 
@@ -270,12 +308,12 @@ def receipt_confirm(
     now = now or timezone.now()
     updated = Receipt.objects.filter(pk=receipt.pk, confirmed_at__isnull=True).update(
         confirmed_at=now,
-        opened_at=receipt.opened_at or now,
+        opened_at=Coalesce("opened_at", Value(now)),
         method=method,
         confirmed_by=member,
         recorded_by=recorded_by,
         confirm_key=key,
-        version=receipt.version + 1,
+        version=F("version") + 1,
     )
     receipt.refresh_from_db()
     if updated:

@@ -32,6 +32,7 @@ from circulars.models import (
 from circulars.starters import STARTERS, STARTERS_BY_KEY
 from communities.decorators import community_view, request_user
 from communities.models import Household, Member
+from communities.params import int_param
 from communities.selectors import Access
 
 
@@ -47,8 +48,11 @@ def _writer_blocks(access: Access) -> frozenset[int] | None:
 
 
 def _editable(access: Access, circular_id: int) -> Circular:
+    """Officers edit every circular; a 班長 their own, while they may still write."""
     circular = selectors.circular_get_for_staff(access=access, circular_id=circular_id)
-    if not (access.is_officer or circular.author_id == access.user_id):
+    if access.is_officer:
+        return circular
+    if circular.author_id != access.user_id or not _can_write(access):
         raise Http404
     return circular
 
@@ -189,7 +193,11 @@ def circular_draft(request: HttpRequest, access: Access, circular_id: int) -> Ht
         when = publish_form.cleaned_data["when"]
         publish_at = publish_form.cleaned_data.get("publish_at") if when == "later" else None
         try:
-            circular = services.circular_publish(circular=circular, publish_at=publish_at)
+            circular = services.circular_publish(
+                circular=circular,
+                publish_at=publish_at,
+                allowed_block_ids=_writer_blocks(access),
+            )
         except ValidationError as error:
             publish_form.add_error(None, error.messages)
         else:
@@ -261,7 +269,9 @@ def circular_copy(request: HttpRequest, access: Access, circular_id: int) -> Htt
     if not _can_write(access):
         raise Http404
     circular = selectors.circular_get_for_staff(access=access, circular_id=circular_id)
-    copy = services.circular_copy(circular=circular, author=request_user(request))
+    copy = services.circular_copy(
+        circular=circular, author=request_user(request), allowed_block_ids=_writer_blocks(access)
+    )
     messages.success(request, _("A copy was made as a new draft."))
     return redirect("circulars:edit", slug=access.community.slug, circular_id=copy.pk)
 
@@ -298,6 +308,7 @@ def attachment_add(request: HttpRequest, access: Access, circular_id: int) -> Ht
         except ValidationError as error:
             messages.error(request, " ".join(error.messages))
         else:
+            services.circular_mark_corrected(circular=circular)
             messages.success(request, _("The file was added."))
     target = "circulars:draft" if circular.status != CircularStatus.PUBLISHED else "circulars:edit"
     return redirect(target, slug=access.community.slug, circular_id=circular.pk)
@@ -315,6 +326,7 @@ def attachment_delete(
     if attachment is None:
         raise Http404
     attachment_remove(attachment=attachment)
+    services.circular_mark_corrected(circular=circular)
     messages.success(request, _("The file was removed."))
     return redirect("circulars:draft", slug=access.community.slug, circular_id=circular.pk)
 
@@ -428,7 +440,8 @@ def inbox(request: HttpRequest, access: Access) -> HttpResponse:
         raise Http404
     query = request.GET.get("q", "")[:100]
     limit_raw = request.GET.get("limit", "")
-    limit = int(limit_raw) if limit_raw.isdigit() and 0 < int(limit_raw) <= 200 else 200
+    limit = int_param(limit_raw) or 200
+    limit = limit if 0 < limit <= 200 else 200
     items = selectors.inbox(access=access, query=query, limit=None if query else limit)
     template = "circulars/inbox.html"
     if request.headers.get("HX-Request"):
@@ -486,7 +499,7 @@ def _ledger_context(request: HttpRequest, access: Access, circular: Circular) ->
         access=access,
         circular=circular,
         status=status,
-        block_id=int(block_raw) if block_raw.isdigit() else None,
+        block_id=int_param(block_raw),
         method=method,
     )
     from circulars.paper import paper_status
@@ -508,7 +521,7 @@ def _ledger_context(request: HttpRequest, access: Access, circular: Circular) ->
     }
 
 
-@community_view(staff=True)
+@community_view(staff=True, roster=True)
 def ledger(request: HttpRequest, access: Access, circular_id: int) -> HttpResponse:
     circular = selectors.circular_get_for_staff(access=access, circular_id=circular_id)
     if circular.status != CircularStatus.PUBLISHED:
@@ -519,7 +532,7 @@ def ledger(request: HttpRequest, access: Access, circular_id: int) -> HttpRespon
     return render(request, template, _ledger_context(request, access, circular))
 
 
-@community_view(staff=True)
+@community_view(staff=True, roster=True)
 @require_POST
 def ledger_proxy(
     request: HttpRequest, access: Access, circular_id: int, household_id: int
@@ -544,6 +557,11 @@ def ledger_proxy(
         return render(
             request,
             "circulars/ledger.html#ledger-row",
-            {**_ledger_context(request, access, circular), "row": row},
+            {
+                "access": access,
+                "circular": circular,
+                "row": row,
+                "proxy_methods": [(m.value, m.label) for m in PROXY_METHODS],
+            },
         )
     return redirect("circulars:ledger", slug=access.community.slug, circular_id=circular.pk)

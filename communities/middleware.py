@@ -6,9 +6,22 @@ from datetime import timedelta
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
+from django.utils.cache import patch_vary_headers
 
 LONG_SESSION_KEY = "kairan_long_session"
 RENEWED_KEY = "kairan_renewed_on"
+
+
+class VaryOnHtmxMiddleware:
+    """Pages answer htmx requests with a fragment: caches must keep the two apart."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        patch_vary_headers(response, ["HX-Request"])
+        return response
 
 
 class ResidentSessionRenewalMiddleware:

@@ -203,6 +203,7 @@ class RoleAssignment(models.Model):
 class InviteKind(models.TextChoices):
     CARD = "card", _("Printed invite card")
     DEVICE = "device", _("Add a phone or family member")
+    PACK = "pack", _("Invite printed on a paper copy")
 
 
 class HouseholdInvite(models.Model):

@@ -10,6 +10,7 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Max
+from django.db.models.deletion import ProtectedError
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -119,7 +120,13 @@ def block_delete(*, block: Block) -> None:
         raise ValidationError(
             _("Move or remove this block's households before removing the block.")
         )
-    block.delete()
+    try:
+        with transaction.atomic():
+            block.delete()
+    except ProtectedError as error:
+        raise ValidationError(
+            _("This block has circulars on record, so it is kept for their ledgers.")
+        ) from error
 
 
 @transaction.atomic
@@ -327,6 +334,8 @@ def role_end(*, assignment: RoleAssignment) -> RoleAssignment:
     if assignment.ended_at is None:
         assignment.ended_at = timezone.now()
         assignment.save(update_fields=["ended_at"])
+        # Their ledger sockets must not keep receiving what the role let them see.
+        sockets_close_for_users(user_ids=[assignment.user_id])
     return assignment
 
 
@@ -349,9 +358,11 @@ def year_rollover(
         if item.block.community_id != community.pk:
             raise ValidationError(_("Choose one of this association's blocks."))
     now = timezone.now()
-    RoleAssignment.objects.filter(
+    ending = RoleAssignment.objects.filter(
         community=community, role__in=BLOCK_ROLES, ended_at__isnull=True
-    ).update(ended_at=now)
+    )
+    sockets_close_for_users(user_ids=set(ending.values_list("user_id", flat=True)))
+    ending.update(ended_at=now)
     created = []
     for item in assignments:
         for role, emails in (
@@ -401,10 +412,15 @@ def _invite_create(
 def household_invite_issue(
     *, household: Household, created_by: User | None, kind: str = InviteKind.CARD
 ) -> IssuedInvite:
-    """A new invite for a household. A new card revokes the household's earlier cards."""
-    if kind == InviteKind.CARD:
+    """A new invite for a household.
+
+    A new card revokes the household's earlier cards; an invite printed on a paper copy of
+    a circular revokes only earlier paper-copy invites, so the cards a 班長 handed out keep
+    working.
+    """
+    if kind in (InviteKind.CARD, InviteKind.PACK):
         HouseholdInvite.objects.filter(
-            household=household, kind=InviteKind.CARD, used_at__isnull=True, revoked_at__isnull=True
+            household=household, kind=kind, used_at__isnull=True, revoked_at__isnull=True
         ).update(revoked_at=timezone.now())
         lifetime = timedelta(days=INVITE_CARD_DAYS)
     else:

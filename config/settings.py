@@ -64,6 +64,8 @@ DEBUG = env_bool("DJANGO_DEBUG", not PRODUCTION)
 
 if PRODUCTION and not env("DJANGO_SECRET_KEY"):
     raise RuntimeError("KAIRAN_ENV=production needs DJANGO_SECRET_KEY")
+if PRODUCTION and not env("EMAIL_HOST"):
+    raise RuntimeError("KAIRAN_ENV=production needs EMAIL_HOST: officers log in by emailed code")
 SECRET_KEY = env(
     "DJANGO_SECRET_KEY",
     "embedded-only-insecure-key-4f1c9a7e0b3d4c2a8e6f5b1d9c7a3e2f0b4d6c8a",
@@ -106,6 +108,7 @@ MIDDLEWARE = [
     "django.middleware.csp.ContentSecurityPolicyMiddleware",
     "allauth.account.middleware.AccountMiddleware",
     "communities.middleware.ResidentSessionRenewalMiddleware",
+    "communities.middleware.VaryOnHtmxMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -167,23 +170,25 @@ if REDIS_URL:
             # The pub/sub layer: the core RedisChannelLayer drops group messages over its
             # capacity without a word.
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": env("KAIRAN_CHANNEL_PREFIX", "asgi")},
         }
     }
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # A cache that shrugs off a Redis outage: a miss, never an error page.
+            "BACKEND": "config.resilient_cache.ResilientRedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "kairan",
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
         }
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
-# The database keeps sessions; the cache only speeds them up, so a Redis outage logs
-# nobody out.
-SESSION_ENGINE = "django.contrib.sessions.backends.cached_db"
+# Sessions live in the database, the truth: a Redis outage logs nobody out and breaks no
+# page (cached_db would still write to the cache on every load).
+SESSION_ENGINE = "django.contrib.sessions.backends.db"
 SESSION_COOKIE_AGE = 60 * 60 * 24 * 14
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"

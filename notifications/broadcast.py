@@ -33,12 +33,19 @@ SEND_TIMEOUT_SECONDS = 1.0
 
 
 async def _send_all(layer: Any, groups: list[str], message: dict[str, Any]) -> None:
-    for group in groups:
+    for index, group in enumerate(groups):
         try:
             # Bounded: with Redis down a request must not hang on its broadcast.
             await asyncio.wait_for(layer.group_send(group, message), SEND_TIMEOUT_SECONDS)
         except Exception:
-            logger.warning("broadcast to %s failed; clients will re-sync", group, exc_info=True)
+            # The layer is failing: give up on the rest rather than wait once per group.
+            logger.warning(
+                "broadcast failed at %s; %d groups skipped, clients will re-sync",
+                group,
+                len(groups) - index - 1,
+                exc_info=True,
+            )
+            return
 
 
 def send_now(*, groups: Iterable[str], event: Event, handler: str = "event.forward") -> None:

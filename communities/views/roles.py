@@ -12,7 +12,8 @@ from django.views.decorators.http import require_http_methods, require_POST
 from communities import services
 from communities.decorators import community_view
 from communities.forms import CommunitySettingsForm, RoleForm
-from communities.models import BLOCK_ROLES, RoleAssignment
+from communities.models import BLOCK_ROLES, RoleAssignment, RoleKind
+from communities.params import int_param
 from communities.selectors import Access, blocks_visible, roles_current, roles_history
 
 
@@ -64,6 +65,9 @@ def role_end(request: HttpRequest, access: Access, role_id: int) -> HttpResponse
     ).first()
     if assignment is None:
         raise Http404
+    if assignment.role == RoleKind.CHAIR and not access.is_chair:
+        messages.error(request, _("Only the chair can end a chair's role."))
+        return redirect("communities:role_list", slug=access.community.slug)
     try:
         services.role_end(assignment=assignment)
     except ValidationError as error:
@@ -89,7 +93,7 @@ def rollover(request: HttpRequest, access: Access) -> HttpResponse:
     errors: list[str] = []
     if request.method == "POST":
         year_raw = request.POST.get("fiscal_year", "")
-        year = int(year_raw) if year_raw.isdigit() else 0
+        year = int_param(year_raw) or 0
         if not 2000 <= year <= 2100:
             errors.append(_("Enter the new year, for example %(year)s.") % {"year": next_year})
         assignments = [

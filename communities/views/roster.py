@@ -15,6 +15,7 @@ from communities.decorators import community_view, request_user
 from communities.forms import BlockForm, HouseholdForm, RosterUploadForm
 from communities.invite_cards import invite_cards_pdf
 from communities.models import DeliveryMode, RosterImport
+from communities.params import int_param
 from communities.selectors import (
     Access,
     block_get_visible,
@@ -169,7 +170,7 @@ def household_invite_card(request: HttpRequest, access: Access, household_id: in
 def household_list(request: HttpRequest, access: Access) -> HttpResponse:
     households = households_visible(access=access)
     block_id = request.GET.get("block", "")
-    if block_id.isdigit():
+    if int_param(block_id) is not None:
         households = households.filter(block_id=int(block_id))
     return render(
         request,
@@ -178,7 +179,7 @@ def household_list(request: HttpRequest, access: Access) -> HttpResponse:
             "access": access,
             "households": households,
             "blocks": blocks_visible(access=access),
-            "selected_block": int(block_id) if block_id.isdigit() else None,
+            "selected_block": int_param(block_id),
         },
     )
 
@@ -187,7 +188,7 @@ def household_list(request: HttpRequest, access: Access) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 def household_create(request: HttpRequest, access: Access) -> HttpResponse:
     form = HouseholdForm(request.POST or None, community=access.community)
-    if request.GET.get("block", "").isdigit():
+    if int_param(request.GET.get("block")) is not None:
         form.initial["block"] = int(request.GET["block"])
     if request.method == "POST" and form.is_valid():
         try:

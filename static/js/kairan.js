@@ -2,6 +2,7 @@
 (function () {
   "use strict";
 
+  var RESYNC_MS = 300000;
   var POLL_MS = parseInt(document.documentElement.getAttribute("data-poll-ms") || "", 10) || 15000;
 
   /* Forms that change a lot ask first: <form data-confirm="...">. */
@@ -133,5 +134,8 @@
     POLL_MS = parseInt(document.body.getAttribute("data-poll-ms") || "", 10) || POLL_MS;
     var roots = document.querySelectorAll("[data-live-ws]");
     for (var i = 0; i < roots.length; i++) { connect(roots[i], 0); }
+    /* Even while live, re-sync now and then: an event published by another process that
+       never reached this socket (or a missed one) shows up within minutes anyway. */
+    if (roots.length) { window.setInterval(function () { fire("kairan:resync"); }, RESYNC_MS); }
   });
 })();

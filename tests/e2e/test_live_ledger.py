@@ -33,6 +33,7 @@ from tests.factories import (
     MemberFactory,
     UserFactory,
     give_role,
+    mfa_enable,
 )
 
 pytestmark = pytest.mark.browser
@@ -71,6 +72,7 @@ class LedgerScene(BrowserTestCase):
         ]
         self.chair = UserFactory.create(first_name="会長")
         give_role(user=self.chair, community=community, role=RoleKind.CHAIR)
+        mfa_enable(self.chair)  # the ledger lists the roster: two-step login first
         circular = circular_create(
             community=community, author=self.chair, data=CircularData(title="ごみ収集日の変更")
         )
@@ -214,6 +216,14 @@ class RedisOutageTests(LedgerScene):
                 "default": {
                     "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
                     "CONFIG": {"hosts": [cls.private_redis.url]},
+                }
+            },
+            # The cache lives on the same Redis as in production, so its outage is tested too.
+            CACHES={
+                "default": {
+                    "BACKEND": "config.resilient_cache.ResilientRedisCache",
+                    "LOCATION": cls.private_redis.url,
+                    "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
                 }
             },
             REDIS_URL=cls.private_redis.url,

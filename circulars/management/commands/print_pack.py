@@ -4,6 +4,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from circulars.models import Circular, CircularStatus
+from circulars.paper import print_record_create
 from circulars.print_pack import print_pack_pdf
 from communities.models import Block
 
@@ -41,6 +42,15 @@ class Command(BaseCommand):
             large=bool(options["large"]),
         )
         Path(str(options["output"])).write_bytes(result.pdf)
+        print_record_create(
+            circular=circular,
+            block=blocks[0] if options["block"] is not None else None,
+            printed_by=None,
+            household_ids=result.household_ids,
+            pages=result.pages,
+            furigana=bool(options["furigana"]),
+            large_print=bool(options["large"]),
+        )
         self.stdout.write(
             f"{options['output']}: {result.pages} pages, {len(result.household_ids)} households"
         )
