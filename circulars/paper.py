@@ -42,6 +42,23 @@ def paper_receipts(*, circular: Circular, block: Block) -> QuerySet[Receipt]:
     )
 
 
+def signoff_receipts(*, circular: Circular, block: Block) -> QuerySet[Receipt]:
+    """The households a returned 回覧表 can list: today's paper round, plus any household
+    that was on a printed sheet and has joined by phone since (its stamp still counts)."""
+    printed: set[int] = set()
+    for ids in PrintRecord.objects.filter(circular=circular).values_list(
+        "household_ids", flat=True
+    ):
+        printed.update(ids)
+    return (
+        Receipt.objects.filter(circular=circular, block=block, household__isnull=False)
+        .annotate(on_paper=ExpressionWrapper(_paper_q(), output_field=BooleanField()))
+        .filter(Q(on_paper=True) | Q(household_id__in=printed))
+        .select_related("household", "recorded_by")
+        .order_by("household__circulation_order", "household_id")
+    )
+
+
 def paper_households(*, circular: Circular, block: Block) -> list[Household]:
     return [
         receipt.household
@@ -52,7 +69,7 @@ def paper_households(*, circular: Circular, block: Block) -> list[Household]:
 
 def _paper_receipt(circular: Circular, block: Block, household_id: int) -> Receipt:
     receipt = (
-        paper_receipts(circular=circular, block=block).filter(household_id=household_id).first()
+        signoff_receipts(circular=circular, block=block).filter(household_id=household_id).first()
     )
     if receipt is None or receipt.household is None:
         raise ValidationError(_("This household is not on this block's paper round."))
@@ -107,7 +124,9 @@ def paper_signoff_undo(
 def paper_signoff_all(*, circular: Circular, block: Block, recorded_by: User) -> int:
     """「全員確認」: every paper household of the block still open. Returns how many."""
     count = 0
-    for receipt in paper_receipts(circular=circular, block=block).filter(confirmed_at__isnull=True):
+    for receipt in signoff_receipts(circular=circular, block=block).filter(
+        confirmed_at__isnull=True
+    ):
         assert receipt.household is not None
         result = receipt_confirm(
             circular=circular,

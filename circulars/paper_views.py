@@ -143,7 +143,7 @@ def signoff(request: HttpRequest, access: Access, circular_id: int, block_id: in
                 circular_id=circular.pk,
                 block_id=block.pk,
             )
-    receipts = list(paper.paper_receipts(circular=circular, block=block))
+    receipts = list(paper.signoff_receipts(circular=circular, block=block))
     now = timezone.now()
     rows = [
         {
