@@ -6,12 +6,12 @@ import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import F, Value
+from django.db.models import F, Q, QuerySet, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -342,3 +342,42 @@ def circular_furigana_set(*, circular: Circular, readings: dict[str, str]) -> Ci
     circular.furigana_overrides = cleaned
     circular.save(update_fields=["furigana_overrides", "updated_at"])
     return circular
+
+
+CURRENT_WITHOUT_DUE_DATE_DAYS = 30
+
+
+def _current_circulars(community_id: int) -> QuerySet[Circular]:
+    """Published circulars still going round: due today or later, or recent if undated."""
+    today = timezone.localdate()
+    recent = timezone.now() - timedelta(days=CURRENT_WITHOUT_DUE_DATE_DAYS)
+    return Circular.objects.filter(
+        community_id=community_id, status=CircularStatus.PUBLISHED
+    ).filter(Q(due_date__gte=today) | Q(due_date__isnull=True, published_at__gte=recent))
+
+
+@transaction.atomic
+def receipts_sync_for_household(*, household: Household) -> int:
+    """A household that was added or moved after publishing joins the circulars still
+    going round in its block; its open receipts follow it to its new block (and 班長).
+    Returns how many receipts were created or moved."""
+    changed = 0
+    for circular in _current_circulars(household.community_id).prefetch_related("blocks"):
+        targeted = circular.all_blocks or any(
+            block.pk == household.block_id for block in circular.blocks.all()
+        )
+        receipt = Receipt.objects.filter(circular=circular, household=household).first()
+        if receipt is None and targeted:
+            Receipt.objects.create(
+                circular=circular, household=household, block_id=household.block_id
+            )
+        elif receipt is not None and receipt.block_id != household.block_id and targeted:
+            Receipt.objects.filter(pk=receipt.pk).update(
+                block_id=household.block_id, version=F("version") + 1
+            )
+        else:
+            continue
+        changed += 1
+        events.ledger_reset(circular=circular)
+        events.circular_changed(circular=circular, household_ids=[household.pk])
+    return changed

@@ -170,6 +170,12 @@ class AlreadyApplied(Exception):
     pass
 
 
+def receipts_sync_for_household(*, household: Household) -> None:
+    from circulars.services import receipts_sync_for_household as sync
+
+    sync(household=household)
+
+
 @transaction.atomic
 def roster_import_apply(*, roster_import: RosterImport) -> int:
     """Write every row of a checked import, or none. Returns how many rows were written."""
@@ -206,13 +212,15 @@ def roster_import_apply(*, roster_import: RosterImport) -> int:
         updated = Household.objects.filter(block=block, label=values["label"]).update(**fields)
         if not updated:
             next_order[block.pk] = next_order.get(block.pk, 0) + 1
-            Household.objects.create(
+            household = Household.objects.create(
                 community=locked.community,
                 block=block,
                 label=values["label"],
                 circulation_order=next_order[block.pk],
                 **fields,
             )
+            # Circulars still going round reach the new household too.
+            receipts_sync_for_household(household=household)
     locked.applied_at = timezone.now()
     locked.save(update_fields=["applied_at"])
     return len(rows)

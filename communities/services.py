@@ -185,7 +185,7 @@ def _next_order(block: Block) -> int:
 @transaction.atomic
 def household_create(*, community: Community, data: HouseholdData) -> Household:
     _household_validate(data=data, community=community, exclude_id=None)
-    return Household.objects.create(
+    household = Household.objects.create(
         community=community,
         block=data.block,
         label=data.label.strip(),
@@ -195,13 +195,23 @@ def household_create(*, community: Community, data: HouseholdData) -> Household:
         helper_note=data.helper_note.strip(),
         circulation_order=_next_order(data.block),
     )
+    _circulars_catch_up(household)
+    return household
+
+
+def _circulars_catch_up(household: Household) -> None:
+    """Circulars still going round reach a household that arrives or moves mid-round."""
+    from circulars.services import receipts_sync_for_household
+
+    receipts_sync_for_household(household=household)
 
 
 @transaction.atomic
 def household_update(*, household: Household, data: HouseholdData) -> Household:
     """Edit a household; a change of block puts it at the end of the new block's round."""
     _household_validate(data=data, community=household.community, exclude_id=household.pk)
-    if data.block.pk != household.block_id:
+    moved = data.block.pk != household.block_id
+    if moved:
         household.circulation_order = _next_order(data.block)
     household.block = data.block
     household.label = data.label.strip()
@@ -210,6 +220,8 @@ def household_update(*, household: Household, data: HouseholdData) -> Household:
     household.delivery_mode = data.delivery_mode
     household.helper_note = data.helper_note.strip()
     household.save()
+    if moved:
+        _circulars_catch_up(household)
     return household
 
 
