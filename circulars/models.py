@@ -45,6 +45,8 @@ class Circular(models.Model):
     paper_distribution = models.CharField(
         _("paper copies"), max_length=10, choices=PaperDistribution.choices, blank=True
     )
+    # Title and text in search form (circulars.search.search_normalise), kept by services.
+    search_text = models.TextField(blank=True, default="", db_default="")
     # Readings an officer corrected before publishing: {"収集日": "しゅうしゅうび"}.
     furigana_overrides = models.JSONField(default=dict, blank=True)
     # Set when a published circular is edited: residents see 「訂正 (日時)」.

@@ -16,6 +16,7 @@ from django.db.models import Case, Count, Exists, OuterRef, Q, QuerySet, Value, 
 from django.http import Http404
 
 from circulars.models import Circular, CircularStatus, Priority, Receipt
+from circulars.search import search_normalise
 from communities.models import Block, DeliveryMode, Member
 from communities.selectors import Access
 
@@ -127,11 +128,8 @@ def inbox(*, access: Access, query: str = "", limit: int | None = 50) -> list[In
         )
         .order_by("rank", "-circular__published_at", "-circular_id")
     )
-    if query.strip():
-        for word in query.split():
-            receipts = receipts.filter(
-                Q(circular__title__icontains=word) | Q(circular__body__icontains=word)
-            )
+    for word in search_normalise(query).split():
+        receipts = receipts.filter(circular__search_text__contains=word)
     seen: set[int] = set()
     items = []
     for receipt in receipts[: (limit * 2) if limit else None]:

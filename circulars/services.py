@@ -24,6 +24,7 @@ from circulars.models import (
     Receipt,
     ReceiptMethod,
 )
+from circulars.search import search_normalise
 from communities.models import Block, Community, Household, Member, PaperDistribution
 
 
@@ -60,6 +61,7 @@ def _apply(circular: Circular, data: CircularData) -> None:
     circular.priority = data.priority
     circular.all_blocks = data.all_blocks
     circular.due_date = data.due_date
+    circular.search_text = search_normalise(circular.title + "\n" + circular.body)
     circular.paper_distribution = data.paper_distribution
 
 
@@ -126,6 +128,7 @@ def circular_copy(
         author=author,
         title=circular.title,
         body=circular.body,
+        search_text=circular.search_text,
         priority=circular.priority,
         all_blocks=all_blocks,
         paper_distribution=circular.paper_distribution,
