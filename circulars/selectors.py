@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from django.db.models import Case, Count, Exists, OuterRef, Q, QuerySet, Value, When
+from django.db.models import Case, Count, Exists, OuterRef, Prefetch, Q, QuerySet, Value, When
 from django.http import Http404
 
 from circulars.models import Circular, CircularStatus, Priority, Receipt
@@ -184,8 +184,10 @@ class Counts:
 def _paper_q() -> Q:
     """Receipt rows whose household gets paper (mode paper/both, or no working login)."""
     working = Member.objects.filter(household=OuterRef("household_id"), user__is_active=True)
-    return Q(household__delivery_mode__in=[DeliveryMode.PAPER, DeliveryMode.BOTH]) | Q(
-        ~Exists(working)
+    return (
+        Q(household__delivery_mode__in=[DeliveryMode.PAPER, DeliveryMode.BOTH])
+        | Q(~Exists(working))
+        | Q(household__dead_contact_since__isnull=False)
     )
 
 
@@ -270,8 +272,10 @@ def ledger_snapshot(
     for counts in block_counts.values():
         for name in ("total", "confirmed", "opened", "not_yet", "paper_out"):
             setattr(totals, name, getattr(totals, name) + getattr(counts, name))
-    rows = receipts.select_related("household", "confirmed_by", "recorded_by").annotate(
-        on_paper=_paper_annotation()
+    rows = (
+        receipts.select_related("household", "confirmed_by", "recorded_by")
+        .annotate(on_paper=_paper_annotation())
+        .prefetch_related(_notification_steps())
     )
     if status == STATUS_CONFIRMED:
         rows = rows.filter(confirmed_at__isnull=False)
@@ -303,6 +307,19 @@ def ledger_snapshot(
     )
 
 
+def _notification_steps() -> Prefetch:
+    """The steps already taken for each row: 「通知: プッシュ 10:02, メール 10:32」."""
+    from notifications.models import Delivery, DeliveryStatus
+
+    return Prefetch(
+        "deliveries",
+        queryset=Delivery.objects.filter(
+            status__in=[DeliveryStatus.SENT, DeliveryStatus.FAILED]
+        ).order_by("sent_at", "pk"),
+        to_attr="notification_steps",
+    )
+
+
 def _paper_annotation() -> Exists | Q:
     from django.db.models import BooleanField, ExpressionWrapper
 
@@ -317,8 +334,48 @@ def ledger_row(*, access: Access, circular: Circular, household_id: int) -> Rece
     row = (
         rows.select_related("household", "confirmed_by", "recorded_by")
         .annotate(on_paper=_paper_annotation())
+        .prefetch_related(_notification_steps())
         .first()
     )
     if row is None:
         raise Http404
     return row
+
+
+def followup_receipts(*, access: Access, today: date | None = None) -> list[Receipt]:
+    """The 班長's follow-up list: open receipts in their blocks that need a person — paper
+    households, households the ladder escalated to the 班長, and unreachable households —
+    for circulars still going round."""
+    from django.utils import timezone
+
+    from notifications.models import Channel, Delivery, DeliveryStatus
+
+    today = today or timezone.localdate()
+    recent = timezone.now() - timedelta(days=30)
+    escalated = Delivery.objects.filter(
+        receipt=OuterRef("pk"),
+        channel=Channel.LEADER,
+        status__in=[DeliveryStatus.SENT, DeliveryStatus.SENDING, DeliveryStatus.QUEUED],
+    )
+    receipts = Receipt.objects.filter(
+        circular__community=access.community,
+        circular__status=CircularStatus.PUBLISHED,
+        confirmed_at__isnull=True,
+        household__isnull=False,
+    ).filter(
+        Q(circular__due_date__gte=today)
+        | Q(circular__due_date__isnull=True, circular__published_at__gte=recent)
+    )
+    if not access.is_officer:
+        receipts = receipts.filter(block_id__in=access.block_ids)
+    return list(
+        receipts.annotate(on_paper=_paper_annotation(), escalated=Exists(escalated))
+        .filter(Q(on_paper=True) | Q(escalated=True))
+        .select_related("household", "household__block", "circular")
+        .order_by(
+            "household__block__position",
+            "household__circulation_order",
+            "household_id",
+            "circular__due_date",
+        )
+    )

@@ -183,7 +183,21 @@ def _publish_now(circular: Circular, now: datetime) -> Circular:
     circular.save(update_fields=["status", "published_at", "publish_at", "updated_at"])
     _create_receipts(circular)
     events.circular_published(circular=circular, household_ids=_audience_ids(circular))
+    _notifications_plan(circular, now)
     return circular
+
+
+def _notifications_plan(circular: Circular, now: datetime) -> None:
+    """Plan pushes, mails and the ladder; what is due now goes to the worker after commit."""
+    from notifications.delivery import deliveries_enqueue
+    from notifications.ladder import deliveries_plan_on_publish
+    from notifications.models import Delivery, DeliveryStatus
+
+    deliveries_plan_on_publish(circular=circular, now=now)
+    due = Delivery.objects.filter(circular=circular, status=DeliveryStatus.PENDING, due_at__lte=now)
+    ids = list(due.values_list("pk", flat=True))
+    Delivery.objects.filter(pk__in=ids).update(status=DeliveryStatus.QUEUED, claimed_at=now)
+    deliveries_enqueue(delivery_ids=ids)
 
 
 @transaction.atomic

@@ -36,4 +36,5 @@ urlpatterns = [
         name="paper_signoff",
     ),
     path("inbox/", views.inbox, name="inbox"),
+    path("followup/", views.followup, name="followup"),
 ]

@@ -533,6 +533,21 @@ def ledger(request: HttpRequest, access: Access, circular_id: int) -> HttpRespon
 
 
 @community_view(staff=True, roster=True)
+def followup(request: HttpRequest, access: Access) -> HttpResponse:
+    """The 班長's phone view: who still needs a knock, a call or a hand-over."""
+    rows = selectors.followup_receipts(access=access)
+    return render(
+        request,
+        "circulars/followup.html",
+        {
+            "access": access,
+            "rows": rows,
+            "proxy_methods": [(m.value, m.label) for m in PROXY_METHODS],
+        },
+    )
+
+
+@community_view(staff=True, roster=True)
 @require_POST
 def ledger_proxy(
     request: HttpRequest, access: Access, circular_id: int, household_id: int
@@ -552,6 +567,8 @@ def ledger_proxy(
     )
     if not result.recorded:
         messages.info(request, _("This household had already confirmed."))
+    if request.POST.get("back") == "followup":
+        return redirect("circulars:followup", slug=access.community.slug)
     if request.headers.get("HX-Request"):
         row = selectors.ledger_row(access=access, circular=circular, household_id=household_id)
         return render(

@@ -4,6 +4,8 @@ Models hold data and constraints only; every write goes through ``communities.se
 and every tenant read through ``communities.selectors``.
 """
 
+from datetime import time
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -32,6 +34,19 @@ class Community(models.Model):
         choices=PaperDistribution.choices,
         default=PaperDistribution.CIRCULATE,
         db_default=PaperDistribution.CIRCULATE,
+    )
+    # Notifications: nothing but 緊急 goes out in quiet hours; it waits until they end.
+    quiet_start = models.TimeField(_("quiet hours start"), default=time(21, 0))
+    quiet_end = models.TimeField(_("quiet hours end"), default=time(7, 0))
+    # Days before the due date on which unconfirmed phones get a reminder ("2,0").
+    reminder_days = models.CharField(
+        _("reminders (days before the due date)"), max_length=30, default="2,0", db_default="2,0"
+    )
+    # Minutes after publishing for each step of the ladder: email, 班長, chair.
+    ladder_important = models.CharField(max_length=30, default="30,60,120", db_default="30,60,120")
+    ladder_urgent = models.CharField(max_length=30, default="5,10,20", db_default="5,10,20")
+    digest_hour = models.PositiveSmallIntegerField(
+        _("daily summary at (hour)"), default=18, db_default=18
     )
     roster_purpose = models.TextField(
         _("purpose of the roster"),
@@ -87,6 +102,16 @@ class Household(models.Model):
         _("delivery"), max_length=5, choices=DeliveryMode.choices, default=DeliveryMode.PAPER
     )
     helper_note = models.CharField(_("note for helpers"), max_length=300, blank=True)
+    notify_mode = models.CharField(
+        _("notifications"),
+        max_length=7,
+        choices=[("instant", _("At once")), ("digest", _("One summary a day"))],
+        default="instant",
+        db_default="instant",
+    )
+    # Set when the household's last push subscription died and it has no working email:
+    # it gets paper until a phone subscribes again, and its 班長 is told.
+    dead_contact_since = models.DateTimeField(null=True, blank=True)
     # When the household's first phone joined: block leaders see 「スマホに切替」 for a while.
     switched_to_app_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -130,6 +155,8 @@ class Member(models.Model):
     )
     display_name = models.CharField(_("name"), max_length=60)
     kind = models.CharField(max_length=10, choices=MemberKind.choices, default=MemberKind.RESIDENT)
+    email = models.EmailField(_("email (optional)"), blank=True)
+    email_bounced_at = models.DateTimeField(null=True, blank=True)
     consented_at = models.DateTimeField()
     consent_version = models.CharField(max_length=20)
     joined_at = models.DateTimeField(db_default=Now())

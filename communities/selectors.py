@@ -168,6 +168,8 @@ def household_on_paper(*, household: Household) -> bool:
     """Whether this household gets paper (same rule as the annotated querysets)."""
     if household.delivery_mode in (DeliveryMode.PAPER, DeliveryMode.BOTH):
         return True
+    if household.dead_contact_since is not None:
+        return True  # no push subscription and no working email left
     has_login = getattr(household, "has_working_login", None)
     if has_login is None:
         has_login = household.members.filter(user__is_active=True).exists()

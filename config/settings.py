@@ -275,6 +275,13 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = not PRODUCTION
 
+# --- Web push (VAPID) -------------------------------------------------------------------
+
+# Unset, the embedded default keeps a generated key in DATA_DIR/vapid_private.pem.
+KAIRAN_VAPID_PRIVATE_KEY = env("KAIRAN_VAPID_PRIVATE_KEY")
+KAIRAN_VAPID_PUBLIC_KEY = env("KAIRAN_VAPID_PUBLIC_KEY")
+KAIRAN_VAPID_SUBJECT = env("KAIRAN_VAPID_SUBJECT", "mailto:admin@kairan.invalid")
+
 # How often a live page polls while its WebSocket is down (the database is the truth).
 KAIRAN_POLL_SECONDS = int(env("KAIRAN_POLL_SECONDS", "15"))
 

@@ -1,6 +1,7 @@
 from django.urls import include, path
 
 from communities.views import health, home, join, me
+from notifications import push_views
 
 urlpatterns = [
     path("", home.home, name="home"),
@@ -16,6 +17,9 @@ urlpatterns = [
     path("c/new/", home.community_new, name="community_new"),
     path("c/<slug:slug>/", include("communities.urls")),
     path("c/<slug:slug>/", include("circulars.urls")),
+    path("e/", include("notifications.email_urls")),
     path("accounts/", include("allauth.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
+    path("push/", include("notifications.push_urls")),
+    path("sw.js", push_views.service_worker, name="service_worker"),
 ]

@@ -51,6 +51,10 @@ PUBLIC: dict[str, str] = {
     "add_device": USER_SCOPED + " (household must be one of the person's own)",
     "community_new": "any logged-in person may start an association",
     "set_language": "Django's language switch; stores a cookie only",
+    "email_link:circular": (
+        "the signed token names one circular and one household and is the credential "
+        "(tests/notifications/test_email.py)"
+    ),
     "account_login": ALLAUTH,
     "account_logout": ALLAUTH,
     "account_inactive": ALLAUTH,

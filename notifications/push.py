@@ -1,0 +1,376 @@
+"""Web Push with VAPID: the server key, people's subscriptions, and sending to them.
+
+A push message says only *that* something happened ("a new circular", its id and the page to
+open), never what: push services and lock screens are outside the association, so the page
+fetches the rest after the person has opened it. ``push_payload_encode`` enforces that.
+
+Sending never raises for one subscription: a push service that refuses, fails or hangs is
+counted and logged, and the others still go out. A 404 or 410 means the browser dropped the
+subscription, so it is deleted here.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import os
+import re
+import secrets
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+import requests
+from cryptography.hazmat.primitives import serialization
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ImproperlyConfigured
+from django.db import transaction
+from django.utils import timezone
+from py_vapid import Vapid02
+from pywebpush import WebPushException, webpush
+
+from notifications.models import PushSubscription
+
+logger = logging.getLogger(__name__)
+
+# Lock screens and push services are outside the association: ids and flags only.
+ALLOWED_PAYLOAD_KEYS = frozenset({"type", "id", "url", "urgent", "drill", "count"})
+URGENCIES = frozenset({"very-low", "low", "normal", "high"})
+PUSH_TIMEOUT_SECONDS = 5.0
+# Enough to overlap a few slow push services without opening a connection per person.
+MAX_PARALLEL_SENDS = 8
+KEY_FILE_NAME = "vapid_private.pem"
+
+# RFC 8030 §5.4: a topic is at most 32 characters of the URL-safe base64 alphabet.
+_TOPIC_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+_TYPE_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,39}$")
+# A path on this site, ASCII only, so no name or title can ride along in it.
+_URL_RE = re.compile(r"^/(?!/)[A-Za-z0-9/_.~%?=&-]{0,300}$")
+_ENDPOINT_MAX = 1000
+
+
+# --- The server's key -------------------------------------------------------------------
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64url_decode(text: str) -> bytes:
+    """Strict base64url (padding optional): raises ValueError on anything else."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]*={0,2}", text):
+        raise ValueError("not base64url")
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except binascii.Error as error:
+        raise ValueError("not base64url") from error
+
+
+def _public_key_of(vapid: Vapid02) -> str:
+    point = vapid.public_key.public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    return _b64url(point)
+
+
+_key_lock = threading.Lock()
+_key_cache: dict[str, Vapid02] = {}
+
+
+def _vapid_from_setting(private_key: str) -> Vapid02:
+    # An environment variable cannot always hold newlines; accept "\n" escapes in a PEM.
+    text = private_key.strip().replace("\\n", "\n")
+    if "-----BEGIN" in text:
+        vapid = Vapid02.from_pem(text.encode("ascii"))
+    else:
+        # A raw 32-byte scalar or a DER key, base64url: what `vapid --gen` tools print.
+        vapid = Vapid02.from_string(text)
+    expected = settings.KAIRAN_VAPID_PUBLIC_KEY.strip().rstrip("=")
+    if expected and expected != _public_key_of(vapid):
+        raise ImproperlyConfigured(
+            "KAIRAN_VAPID_PUBLIC_KEY does not belong to KAIRAN_VAPID_PRIVATE_KEY"
+        )
+    return vapid
+
+
+def _vapid_from_file(path: Path) -> Vapid02:
+    """Read the embedded key, creating it once. Several processes (web, worker, scheduler)
+    may start together: the key is written to a private temporary file and hard-linked into
+    place, so exactly one of them wins and everyone reads the winner's key."""
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fresh = Vapid02()
+        fresh.generate_keys()
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.fchmod(descriptor, 0o600)
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(fresh.private_pem())
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                os.link(temporary, path)
+            except FileExistsError:
+                pass  # another process created it first; theirs is the key
+        finally:
+            temporary.unlink(missing_ok=True)
+    return Vapid02.from_pem(path.read_bytes())
+
+
+def vapid_key() -> Vapid02:
+    """The server's VAPID signing key: from the environment, else the embedded key file."""
+    configured = settings.KAIRAN_VAPID_PRIVATE_KEY
+    cache_key = "setting:" + configured if configured else "file:" + str(settings.DATA_DIR)
+    with _key_lock:
+        vapid = _key_cache.get(cache_key)
+        if vapid is None:
+            if configured:
+                vapid = _vapid_from_setting(configured)
+            else:
+                vapid = _vapid_from_file(Path(settings.DATA_DIR) / KEY_FILE_NAME)
+            _key_cache[cache_key] = vapid
+        return vapid
+
+
+def vapid_public_key() -> str:
+    """The browser's ``applicationServerKey``: the uncompressed P-256 point, base64url."""
+    return _public_key_of(vapid_key())
+
+
+# --- Subscriptions ----------------------------------------------------------------------
+
+
+class PushSubscriptionInvalid(ValueError):
+    """A subscription from the browser that cannot be used; ``field`` names the culprit."""
+
+    def __init__(self, *, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class SubscriptionData:
+    endpoint: str
+    p256dh: str
+    auth: str
+
+
+def push_subscription_parse(*, data: object) -> SubscriptionData:
+    """Validate ``PushSubscription.toJSON()`` as the browser sends it."""
+    if not isinstance(data, dict):
+        raise PushSubscriptionInvalid(field="subscription", message="expected a JSON object")
+    endpoint = data.get("endpoint")
+    if not isinstance(endpoint, str) or not endpoint:
+        raise PushSubscriptionInvalid(field="endpoint", message="required")
+    if len(endpoint) > _ENDPOINT_MAX:
+        raise PushSubscriptionInvalid(field="endpoint", message="longer than 1000 characters")
+    parts = urlsplit(endpoint)
+    if parts.scheme not in {"https", "http"} or not parts.hostname or any(
+        character.isspace() for character in endpoint
+    ):
+        raise PushSubscriptionInvalid(field="endpoint", message="must be an http(s) URL")
+    keys = data.get("keys")
+    if not isinstance(keys, dict):
+        raise PushSubscriptionInvalid(field="keys", message="expected an object")
+    p256dh = _key_field(keys, "p256dh", size=65)
+    if _b64url_decode(p256dh)[0] != 0x04:
+        raise PushSubscriptionInvalid(field="keys.p256dh", message="not an uncompressed point")
+    auth = _key_field(keys, "auth", size=16)
+    return SubscriptionData(endpoint=endpoint, p256dh=p256dh, auth=auth)
+
+
+def _key_field(keys: dict[object, object], name: str, *, size: int) -> str:
+    value = keys.get(name)
+    field = f"keys.{name}"
+    if not isinstance(value, str) or not value:
+        raise PushSubscriptionInvalid(field=field, message="required")
+    try:
+        raw = _b64url_decode(value)
+    except ValueError as error:
+        raise PushSubscriptionInvalid(field=field, message="not base64url") from error
+    if len(raw) != size:
+        raise PushSubscriptionInvalid(field=field, message=f"expected {size} bytes")
+    return value.rstrip("=")
+
+
+@transaction.atomic
+def push_subscription_save(
+    *, user: AbstractBaseUser, data: SubscriptionData
+) -> tuple[PushSubscription, bool]:
+    """Keep this browser's subscription for ``user``; returns (subscription, created).
+
+    An endpoint is one browser. If someone else subscribed on it before (a shared tablet),
+    it now belongs to whoever pressed the button last.
+    """
+    subscription, created = PushSubscription.objects.update_or_create(
+        endpoint=data.endpoint,
+        defaults={"user_id": user.pk, "p256dh": data.p256dh, "auth": data.auth},
+    )
+    return subscription, created
+
+
+def push_subscription_delete(*, user: AbstractBaseUser, endpoint: str) -> bool:
+    """Forget this browser for ``user``; another person's subscription is left alone."""
+    deleted, _ = PushSubscription.objects.filter(user_id=user.pk, endpoint=endpoint).delete()
+    return deleted > 0
+
+
+def push_subscription_count(*, user: AbstractBaseUser) -> int:
+    return PushSubscription.objects.filter(user_id=user.pk).count()
+
+
+# --- Sending ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PushOutcome:
+    sent: int
+    gone: int  # 404/410: the subscription was deleted
+    failed: int  # other errors and time-outs; the subscription is kept
+    errors: tuple[str, ...]
+
+
+def push_payload_encode(payload: dict[str, object]) -> str:
+    """The JSON a push carries, refusing anything that could be personal content."""
+    unknown = sorted(set(payload) - ALLOWED_PAYLOAD_KEYS)
+    if unknown:
+        raise ValueError(
+            f"push payloads carry ids and flags only; refused keys: {', '.join(unknown)}"
+        )
+    for key, value in payload.items():
+        if key in {"urgent", "drill"}:
+            if not isinstance(value, bool):
+                raise ValueError(f"push payload {key!r} must be a bool")
+        elif key in {"id", "count"}:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"push payload {key!r} must be an int")
+        elif key == "type":
+            if not isinstance(value, str) or not _TYPE_RE.match(value):
+                raise ValueError("push payload 'type' must be a short lower-case name")
+        elif key == "url" and (not isinstance(value, str) or not _URL_RE.match(value)):
+            raise ValueError("push payload 'url' must be an ASCII path on this site")
+    return json.dumps(payload, separators=(",", ":"), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    subscription_id: int
+    result: Literal["sent", "gone", "failed"]
+    error: str = ""
+
+
+def _origin(endpoint: str) -> str:
+    parts = urlsplit(endpoint)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _send_one(
+    *,
+    subscription: PushSubscription,
+    data: str,
+    headers: dict[str, str | int | float],
+    ttl: int,
+    timeout: float,
+    vapid: Vapid02,
+) -> _Attempt:
+    """One HTTP request to one push service; runs in a pool thread, so no database here."""
+    where = f"subscription {subscription.pk} ({urlsplit(subscription.endpoint).hostname})"
+    try:
+        webpush(
+            subscription_info={
+                "endpoint": subscription.endpoint,
+                "keys": {"p256dh": subscription.p256dh, "auth": subscription.auth},
+            },
+            data=data,
+            vapid_private_key=vapid,
+            # A fresh dict each time: pywebpush writes "exp" into the one it is given.
+            vapid_claims={
+                "sub": settings.KAIRAN_VAPID_SUBJECT,
+                "aud": _origin(subscription.endpoint),
+            },
+            timeout=timeout,
+            ttl=ttl,
+            headers=dict(headers),
+        )
+    except WebPushException as error:
+        status = error.response.status_code if error.response is not None else None
+        if status in {404, 410}:
+            return _Attempt(subscription.pk, "gone", f"{where}: HTTP {status}")
+        return _Attempt(subscription.pk, "failed", f"{where}: HTTP {status or '?'}")
+    except requests.Timeout:
+        return _Attempt(subscription.pk, "failed", f"{where}: timed out after {timeout:g} s")
+    except requests.RequestException as error:
+        return _Attempt(subscription.pk, "failed", f"{where}: {type(error).__name__}")
+    except Exception as error:  # a broken key must not stop the other sends
+        logger.exception("push to %s could not be prepared", where)
+        return _Attempt(subscription.pk, "failed", f"{where}: {type(error).__name__}")
+    return _Attempt(subscription.pk, "sent")
+
+
+def push_send_to_users(
+    *,
+    user_ids: list[int],
+    payload: dict[str, object],
+    topic: str | None = None,
+    urgency: str = "normal",
+    ttl: int = 86400,
+    timeout: float = PUSH_TIMEOUT_SECONDS,
+) -> PushOutcome:
+    """Send ``payload`` to every browser these people subscribed.
+
+    ``topic`` (RFC 8030: up to 32 characters of ``A-Z a-z 0-9 - _``) makes the push
+    service replace an undelivered message with the same topic, so a retry never shows
+    twice. ``urgency`` is ``"high"`` for 緊急. Raises ValueError only for a bad payload,
+    topic or urgency (a programming error); problems with a subscription are counted.
+    """
+    data = push_payload_encode(payload)
+    if urgency not in URGENCIES:
+        raise ValueError(f"urgency must be one of {sorted(URGENCIES)}")
+    if topic is not None and not _TOPIC_RE.match(topic):
+        raise ValueError("topic must be 1-32 characters of A-Z, a-z, 0-9, '-' and '_'")
+    if ttl < 0:
+        raise ValueError("ttl must not be negative")
+    headers: dict[str, str | int | float] = {"Urgency": urgency}
+    if topic is not None:
+        headers["Topic"] = topic
+
+    subscriptions = list(PushSubscription.objects.filter(user_id__in=user_ids).order_by("pk"))
+    if not subscriptions:
+        return PushOutcome(sent=0, gone=0, failed=0, errors=())
+    vapid = vapid_key()
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_SENDS, len(subscriptions))) as pool:
+        attempts = list(
+            pool.map(
+                lambda subscription: _send_one(
+                    subscription=subscription,
+                    data=data,
+                    headers=headers,
+                    ttl=ttl,
+                    timeout=timeout,
+                    vapid=vapid,
+                ),
+                subscriptions,
+            )
+        )
+
+    sent = [attempt.subscription_id for attempt in attempts if attempt.result == "sent"]
+    gone = [attempt.subscription_id for attempt in attempts if attempt.result == "gone"]
+    errors = tuple(attempt.error for attempt in attempts if attempt.result == "failed")
+    for attempt in attempts:
+        if attempt.result == "gone":
+            logger.info("push subscription removed: %s", attempt.error)
+        elif attempt.result == "failed":
+            logger.warning("push failed: %s", attempt.error)
+    if gone:
+        PushSubscription.objects.filter(pk__in=gone).delete()
+    if sent:
+        PushSubscription.objects.filter(pk__in=sent).update(last_success_at=timezone.now())
+    return PushOutcome(sent=len(sent), gone=len(gone), failed=len(errors), errors=errors)
