@@ -129,8 +129,49 @@ class CommunitySettingsForm(forms.Form):
     allow_block_leader_posts = forms.BooleanField(
         label=_("Block leaders may post circulars for their own blocks"), required=False
     )
+    quiet_start = forms.TimeField(
+        label=_("Quiet hours from"), widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M")
+    )
+    quiet_end = forms.TimeField(
+        label=_("Quiet hours until"),
+        widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"),
+        help_text=_("Nothing but urgent circulars is sent in quiet hours; the rest waits."),
+    )
+    reminder_days = forms.RegexField(
+        label=_("Reminders: days before the due date"),
+        regex=r"^\s*\d{1,2}(\s*[,、]\s*\d{1,2})*\s*$",
+        help_text=_("For example 2,0: two days before and on the day."),
+        error_messages={"invalid": _("Write numbers separated by commas, for example 2,0.")},
+    )
+    ladder_important = forms.RegexField(
+        label=_("Important circulars: minutes until email, block leader, chair"),
+        regex=r"^\s*\d{1,5}\s*,\s*\d{1,5}\s*,\s*\d{1,5}\s*$",
+        error_messages={"invalid": _("Write three numbers, for example 30,60,120.")},
+    )
+    ladder_urgent = forms.RegexField(
+        label=_("Urgent circulars: minutes until email, block leader, chair"),
+        regex=r"^\s*\d{1,5}\s*,\s*\d{1,5}\s*,\s*\d{1,5}\s*$",
+        error_messages={"invalid": _("Write three numbers, for example 5,10,20.")},
+    )
+    digest_hour = forms.IntegerField(
+        label=_("Daily summary at (hour, 0–23)"), min_value=0, max_value=23
+    )
     roster_purpose = forms.CharField(
         label=_("Purpose of the roster (shown to residents before they agree)"),
         required=False,
         widget=forms.Textarea(attrs={"rows": 4}),
+    )
+
+
+class ContactForm(forms.Form):
+    email = forms.EmailField(
+        label=_("Email for circulars (optional)"),
+        required=False,
+        help_text=_("We send new circulars and reminders there, with a link to confirm."),
+    )
+    notify_mode = forms.ChoiceField(
+        label=_("How often"),
+        choices=[("instant", _("At once")), ("digest", _("One summary a day"))],
+        widget=forms.RadioSelect,
+        help_text=_("Urgent circulars always come at once."),
     )

@@ -72,6 +72,7 @@ def community_update(
     paper_distribution: str,
     allow_block_leader_posts: bool,
     roster_purpose: str,
+    **notification_settings: object,
 ) -> Community:
     from communities.models import PaperDistribution
 
@@ -84,8 +85,45 @@ def community_update(
     community.paper_distribution = paper_distribution
     community.allow_block_leader_posts = allow_block_leader_posts
     community.roster_purpose = roster_purpose.strip()
+    for name in (
+        "quiet_start",
+        "quiet_end",
+        "reminder_days",
+        "ladder_important",
+        "ladder_urgent",
+        "digest_hour",
+    ):
+        if name in notification_settings:
+            value = notification_settings[name]
+            if isinstance(value, str):
+                value = value.replace("、", ",").replace(" ", "")
+            setattr(community, name, value)
     community.save()
     return community
+
+
+@transaction.atomic
+def member_contact_update(*, member: Member, email: str, notify_mode: str) -> Member:
+    """A member's email and the household's notification rhythm. A new address gives the
+    household a working contact again, so it stops being paper for lack of one."""
+    if notify_mode not in {"instant", "digest"}:
+        raise ValidationError({"notify_mode": _("Choose at once or a daily summary.")})
+    email = email.strip().lower()
+    if email != member.email:
+        member.email = email
+        member.email_bounced_at = None
+        member.save(update_fields=["email", "email_bounced_at"])
+    Household.objects.filter(pk=member.household_id).update(notify_mode=notify_mode)
+    if email:
+        household_contact_restored(household_id=member.household_id)
+    return member
+
+
+def household_contact_restored(*, household_id: int) -> None:
+    """A phone subscribed or an address was added: the household is reachable again."""
+    Household.objects.filter(pk=household_id, dead_contact_since__isnull=False).update(
+        dead_contact_since=None
+    )
 
 
 def _block_name_check(*, community: Community, name: str, exclude_id: int | None = None) -> str:

@@ -14,6 +14,7 @@ urlpatterns = [
     path("me/", me.me, name="me"),
     path("me/export.json", me.me_export, name="me_export"),
     path("me/add-device/", me.add_device, name="add_device"),
+    path("me/contact/", me.me_contact, name="me_contact"),
     path("c/new/", home.community_new, name="community_new"),
     path("c/<slug:slug>/", include("communities.urls")),
     path("c/<slug:slug>/", include("circulars.urls")),

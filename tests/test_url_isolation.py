@@ -49,6 +49,7 @@ PUBLIC: dict[str, str] = {
     "me": USER_SCOPED,
     "me_export": USER_SCOPED,
     "add_device": USER_SCOPED + " (household must be one of the person's own)",
+    "me_contact": USER_SCOPED + " (household must be one of the person's own; test_contact.py)",
     "community_new": "any logged-in person may start an association",
     "set_language": "Django's language switch; stores a cookie only",
     "email_link:circular": (

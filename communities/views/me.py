@@ -6,14 +6,18 @@ import json
 from typing import Any
 
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.utils import timezone
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
 from communities import services
 from communities.decorators import request_user
+from communities.forms import ContactForm
 from communities.models import InviteKind, Member
 from communities.pdf import qr_png_data_uri
 from communities.tokens import code_format
@@ -35,6 +39,13 @@ def me(request: HttpRequest) -> HttpResponse:
             "membership": membership,
             "household": membership.household,
             "members": list(membership.household.members.order_by("joined_at", "pk")),
+            "contact_form": ContactForm(
+                initial={
+                    "email": membership.email,
+                    "notify_mode": membership.household.notify_mode,
+                },
+                prefix=f"h{membership.household_id}",
+            ),
         }
         for membership in memberships
     ]
@@ -115,3 +126,26 @@ def add_device(request: HttpRequest) -> HttpResponse:
             "debug": settings.DEBUG,
         },
     )
+
+
+@login_required
+@require_POST
+def me_contact(request: HttpRequest) -> HttpResponse:
+    """Set the email for circulars and the household's notification rhythm."""
+    household_id = request.POST.get("household", "")
+    membership = next(
+        (m for m in _memberships(request) if str(m.household_id) == household_id), None
+    )
+    if membership is None:
+        raise Http404
+    form = ContactForm(request.POST, prefix=f"h{membership.household_id}")
+    if form.is_valid():
+        try:
+            services.member_contact_update(member=membership, **form.cleaned_data)
+        except ValidationError as error:
+            messages.error(request, " ".join(error.messages))
+        else:
+            messages.success(request, _("Your notification settings were saved."))
+    else:
+        messages.error(request, " ".join(str(e) for errors in form.errors.values() for e in errors))
+    return redirect("me")

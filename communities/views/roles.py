@@ -149,6 +149,12 @@ def community_settings(request: HttpRequest, access: Access) -> HttpResponse:
             "paper_distribution": community.paper_distribution,
             "allow_block_leader_posts": community.allow_block_leader_posts,
             "roster_purpose": community.roster_purpose,
+            "quiet_start": community.quiet_start,
+            "quiet_end": community.quiet_end,
+            "reminder_days": community.reminder_days,
+            "ladder_important": community.ladder_important,
+            "ladder_urgent": community.ladder_urgent,
+            "digest_hour": community.digest_hour,
         },
     )
     if request.method == "POST" and form.is_valid():
