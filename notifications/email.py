@@ -141,7 +141,7 @@ def _mail(
     *, to: str, subject: str, text: str, html: str | None, message_id: str
 ) -> EmailMultiAlternatives:
     mail = EmailMultiAlternatives(
-        subject=subject,
+        subject=" ".join(subject.split()),  # a line break in a title must not break the header
         body=text,
         from_email=settings.DEFAULT_FROM_EMAIL,
         to=[to],
@@ -157,10 +157,9 @@ def _reset(backend: BaseEmailBackend) -> None:
     try:
         backend.close()
     except (smtplib.SMTPException, OSError):
+        # The SMTP backend forgets the socket even when QUIT fails, so the next send
+        # starts afresh.
         logger.info("email: closing a broken connection failed", exc_info=True)
-    # The SMTP backend keeps a dead socket after a failed QUIT; forget it.
-    if getattr(backend, "connection", None) is not None:
-        backend.connection = None  # type: ignore[attr-defined]
 
 
 def _deliver(mails: list[tuple[Member | None, EmailMultiAlternatives]]) -> EmailOutcome:
@@ -259,7 +258,12 @@ def email_send_circular(*, receipt: Receipt, kind: str, occasion: str = "") -> E
         html = render_to_string("notifications/email/circular.html", context)
     return _deliver(
         [
-            (member, _mail(to=member.email, subject=subject, text=text, html=html, message_id=message_id))
+            (
+                member,
+                _mail(
+                    to=member.email, subject=subject, text=text, html=html, message_id=message_id
+                ),
+            )
             for member in members
         ]
     )
@@ -285,9 +289,7 @@ def email_send_digest(*, household_id: int, receipts: list[Receipt]) -> EmailOut
     members = _working_members(household_id)
     if not members:
         return EmailOutcome(sent=0, failed=0, no_address=True)
-    circulars = Circular.objects.select_related("community").in_bulk(
-        [r.circular_id for r in own]
-    )
+    circulars = Circular.objects.select_related("community").in_bulk([r.circular_id for r in own])
     items = [
         DigestItem(
             circular=circulars[r.circular_id],
@@ -318,7 +320,12 @@ def email_send_digest(*, household_id: int, receipts: list[Receipt]) -> EmailOut
         html = render_to_string("notifications/email/digest.html", context)
     return _deliver(
         [
-            (member, _mail(to=member.email, subject=subject, text=text, html=html, message_id=message_id))
+            (
+                member,
+                _mail(
+                    to=member.email, subject=subject, text=text, html=html, message_id=message_id
+                ),
+            )
             for member in members
         ]
     )

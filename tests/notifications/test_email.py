@@ -300,9 +300,7 @@ def test_digest_lists_each_open_circular_with_its_own_link(
     assert outbox[1].extra_headers["Message-ID"] == message.extra_headers["Message-ID"]
 
 
-def test_digest_with_nothing_to_list_sends_nothing(
-    town: Town, outbox: list[EmailMessage]
-) -> None:
+def test_digest_with_nothing_to_list_sends_nothing(town: Town, outbox: list[EmailMessage]) -> None:
     give_email(town.household1, "yamada@example.jp")
     outcome = email_send_digest(household_id=town.household1.pk, receipts=[])
     assert (outcome.sent, outcome.failed, outcome.no_address) == (0, 0, False)
@@ -376,9 +374,12 @@ def test_expired_link_shows_the_gone_page(town: Town, outbox: list[EmailMessage]
         assert "ごみ収集日の変更について" not in response.content.decode()
         browser = Client(enforce_csrf_checks=True)
         browser.get("/e/garbage/")  # sets the CSRF cookie
-        assert browser.post(
-            path, {"csrfmiddlewaretoken": browser.cookies["csrftoken"].value}
-        ).status_code == 410
+        assert (
+            browser.post(
+                path, {"csrfmiddlewaretoken": browser.cookies["csrftoken"].value}
+            ).status_code
+            == 410
+        )
     assert receipt_of(circular, town.household1).confirmed_at is None
 
 
