@@ -88,7 +88,7 @@ def _email_to_household(delivery: Delivery, kind: str) -> tuple[bool, str]:
 
     receipt = delivery.receipt
     assert receipt is not None
-    outcome = email_send_circular(receipt=receipt, kind=kind)
+    outcome = email_send_circular(receipt=receipt, kind=kind, occasion=delivery.step)
     if outcome.sent:
         return True, ""
     household_id = receipt.household_id or 0
