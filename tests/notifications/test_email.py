@@ -416,10 +416,6 @@ def test_attachments_are_a_note_pointing_to_the_app(town: Town) -> None:
     assert "attachments/test/photo.jpg" not in page
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the ja catalogue does not yet hold the email msgids; remove this mark then",
-)
 def test_subject_and_gone_page_read_in_japanese(town: Town, outbox: list[EmailMessage]) -> None:
     give_email(town.household1, "yamada@example.jp")
     circular = publish(town)
