@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import os
@@ -35,6 +36,7 @@ from django.utils import timezone
 from py_vapid import Vapid02
 from pywebpush import WebPushException, webpush
 
+from communities.models import Member
 from notifications.models import PushSubscription
 
 logger = logging.getLogger(__name__)
@@ -115,10 +117,9 @@ def _vapid_from_file(path: Path) -> Vapid02:
                 handle.write(fresh.private_pem())
                 handle.flush()
                 os.fsync(handle.fileno())
-            try:
+            # If another process created it first, theirs is the key.
+            with contextlib.suppress(FileExistsError):
                 os.link(temporary, path)
-            except FileExistsError:
-                pass  # another process created it first; theirs is the key
         finally:
             temporary.unlink(missing_ok=True)
     return Vapid02.from_pem(path.read_bytes())
@@ -173,8 +174,10 @@ def push_subscription_parse(*, data: object) -> SubscriptionData:
     if len(endpoint) > _ENDPOINT_MAX:
         raise PushSubscriptionInvalid(field="endpoint", message="longer than 1000 characters")
     parts = urlsplit(endpoint)
-    if parts.scheme not in {"https", "http"} or not parts.hostname or any(
-        character.isspace() for character in endpoint
+    if (
+        parts.scheme not in {"https", "http"}
+        or not parts.hostname
+        or any(character.isspace() for character in endpoint)
     ):
         raise PushSubscriptionInvalid(field="endpoint", message="must be an http(s) URL")
     keys = data.get("keys")
@@ -210,10 +213,17 @@ def push_subscription_save(
     An endpoint is one browser. If someone else subscribed on it before (a shared tablet),
     it now belongs to whoever pressed the button last.
     """
+    from communities.services import household_contact_restored
+
     subscription, created = PushSubscription.objects.update_or_create(
         endpoint=data.endpoint,
         defaults={"user_id": user.pk, "p256dh": data.p256dh, "auth": data.auth},
     )
+    # A phone that can be reached again: its households stop being paper for lack of one.
+    for household_id in Member.objects.filter(user_id=user.pk).values_list(
+        "household_id", flat=True
+    ):
+        household_contact_restored(household_id=household_id)
     return subscription, created
 
 

@@ -25,7 +25,9 @@ from notifications import push
 MAX_BODY_BYTES = 4096
 
 
-def _login_required_json(view: Callable[[HttpRequest], HttpResponse]) -> Callable[..., HttpResponse]:
+def _login_required_json(
+    view: Callable[[HttpRequest], HttpResponse],
+) -> Callable[..., HttpResponse]:
     """For fetch() callers: a JSON 403, not a redirect to an HTML login page."""
 
     @wraps(view)

@@ -52,6 +52,11 @@ PUBLIC: dict[str, str] = {
     "me_contact": USER_SCOPED + " (household must be one of the person's own; test_contact.py)",
     "community_new": "any logged-in person may start an association",
     "set_language": "Django's language switch; stores a cookie only",
+    "push:settings": USER_SCOPED,
+    "push:subscribe": USER_SCOPED + " (the endpoint becomes the person's own)",
+    "push:unsubscribe": USER_SCOPED + " (deletes only the person's own endpoint)",
+    "push:manifest": "the web app manifest; the same for everyone",
+    "service_worker": "the service worker script; the same for everyone",
     "email_link:circular": (
         "the signed token names one circular and one household and is the credential "
         "(tests/notifications/test_email.py)"

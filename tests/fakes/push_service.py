@@ -90,6 +90,16 @@ class BrowserSubscription:
         )
 
 
+def browser_subscription(*, subscription_id: str, endpoint: str) -> BrowserSubscription:
+    """Fresh browser-side keys, as ``pushManager.subscribe()`` makes them."""
+    return BrowserSubscription(
+        id=subscription_id,
+        endpoint=endpoint,
+        private_key=ec.generate_private_key(ec.SECP256R1()),
+        auth_secret=secrets.token_bytes(16),
+    )
+
+
 @dataclass(frozen=True)
 class StoredMessage:
     subscription_id: str
@@ -120,9 +130,7 @@ class VapidError(Exception):
         self.reason = reason
 
 
-def verify_vapid(
-    authorization: str, *, origin: str, now: float
-) -> tuple[dict[str, object], str]:
+def verify_vapid(authorization: str, *, origin: str, now: float) -> tuple[dict[str, object], str]:
     """Check ``vapid t=<JWT>, k=<key>``; returns (claims, key) or raises VapidError."""
     scheme, _, params = authorization.partition(" ")
     if scheme.lower() != "vapid":
@@ -233,11 +241,8 @@ class FakePushService:
             self._boxes[subscription_id] = _Box(
                 behaviour=behaviour, application_server_key=application_server_key
             )
-        return BrowserSubscription(
-            id=subscription_id,
-            endpoint=f"{self.origin}/push/{subscription_id}",
-            private_key=ec.generate_private_key(ec.SECP256R1()),
-            auth_secret=secrets.token_bytes(16),
+        return browser_subscription(
+            subscription_id=subscription_id, endpoint=f"{self.origin}/push/{subscription_id}"
         )
 
     def set_behaviour(self, subscription_id: str, behaviour: Behaviour) -> None:
