@@ -314,8 +314,10 @@ def _notification_steps() -> Prefetch:
     return Prefetch(
         "deliveries",
         queryset=Delivery.objects.filter(
-            status__in=[DeliveryStatus.SENT, DeliveryStatus.FAILED]
-        ).order_by("sent_at", "pk"),
+            # A failed attempt waiting for its retry shows too: the ledger says what failed.
+            Q(status__in=[DeliveryStatus.SENT, DeliveryStatus.FAILED])
+            | Q(status=DeliveryStatus.PENDING, attempts__gt=0)
+        ).order_by("due_at", "pk"),
         to_attr="notification_steps",
     )
 

@@ -197,6 +197,8 @@ def deliveries_plan_reminders(*, now: datetime | None = None) -> int:
         days_left = (circular.due_date - today).days
         if days_left not in reminder_days(community=circular.community):
             continue
+        if circular.published_at and timezone.localtime(circular.published_at).date() == today:
+            continue  # published today: the first notice is today's reminder
         due = max(_at_local(today, REMINDER_HOUR), circular.published_at or now)
         if due > now:
             continue  # not yet time today
