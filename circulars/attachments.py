@@ -32,7 +32,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 from django.db.models import Max
 from django.utils.translation import gettext_lazy as _
-from PIL import Image, ImageCms
+from PIL import Image, ImageCms, ImageFile
 from pypdf import PdfReader
 from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject, PdfObject
 
@@ -307,7 +307,10 @@ def _reencode_opened(image: Image.Image, sniffed: SniffedType) -> ReencodedPhoto
         if scale < 1:
             # libjpeg decodes at 1/2, 1/4 or 1/8 directly: far less memory and time.
             image.draft("RGB", (max(1, round(width * scale)), max(1, round(height * scale))))
-    image.load()  # raises on truncated data (LOAD_TRUNCATED_IMAGES stays False)
+    # WeasyPrint sets the process-wide LOAD_TRUNCATED_IMAGES = True when it is imported
+    # (for print packs); an upload must still be refused when its data is cut short.
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    image.load()  # raises on truncated data
 
     image = _resizable(image)
     image.thumbnail((DISPLAY_LONG_SIDE, DISPLAY_LONG_SIDE))

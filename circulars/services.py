@@ -39,8 +39,10 @@ class CircularData:
     paper_distribution: str = ""
 
 
-def _validate(*, community: Community, data: CircularData) -> None:
+def _validate(*, community: Community, data: CircularData, current_due: date | None = None) -> None:
     errors: dict[str, str] = {}
+    if data.due_date and data.due_date != current_due and data.due_date < timezone.localdate():
+        errors["due_date"] = _("The due date is already past. Choose today or a later day.")
     if not data.title.strip():
         errors["title"] = _("Enter a title.")
     if data.priority not in Priority.values:
@@ -80,7 +82,7 @@ def circular_create(*, community: Community, author: User, data: CircularData) -
 def circular_update(*, circular: Circular, data: CircularData) -> Circular:
     """Edit a circular. After publishing the edit is visible (訂正) and receipts are kept;
     blocks added to the audience get their receipts, blocks removed keep theirs."""
-    _validate(community=circular.community, data=data)
+    _validate(community=circular.community, data=data, current_due=circular.due_date)
     circular = Circular.objects.select_for_update().get(pk=circular.pk)
     _apply(circular, data)
     if circular.status == CircularStatus.PUBLISHED:

@@ -66,6 +66,11 @@ if PRODUCTION and not env("DJANGO_SECRET_KEY"):
     raise RuntimeError("KAIRAN_ENV=production needs DJANGO_SECRET_KEY")
 if PRODUCTION and not env("EMAIL_HOST"):
     raise RuntimeError("KAIRAN_ENV=production needs EMAIL_HOST: officers log in by emailed code")
+if PRODUCTION and not (env("DJANGO_ALLOWED_HOSTS") and env("KAIRAN_PUBLIC_URL")):
+    raise RuntimeError(
+        "KAIRAN_ENV=production needs DJANGO_ALLOWED_HOSTS and KAIRAN_PUBLIC_URL "
+        "(printed QR codes and mailed links point there)"
+    )
 SECRET_KEY = env(
     "DJANGO_SECRET_KEY",
     "embedded-only-insecure-key-4f1c9a7e0b3d4c2a8e6f5b1d9c7a3e2f0b4d6c8a",

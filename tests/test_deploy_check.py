@@ -29,6 +29,7 @@ PRODUCTION = {
     "DJANGO_SECRET_KEY": "k" * 20 + "a-long-random-production-secret-8f3e1c9b2d7a4f60",
     "DJANGO_ALLOWED_HOSTS": "kairan.example.jp",
     "EMAIL_HOST": "smtp.example.jp",
+    "KAIRAN_PUBLIC_URL": "https://kairan.example.jp",
 }
 
 
@@ -39,7 +40,7 @@ def test_check_deploy_is_clean_with_production_settings(tmp_path: Path) -> None:
 
 
 def test_production_without_a_secret_or_mail_refuses_to_start(tmp_path: Path) -> None:
-    for missing in ("DJANGO_SECRET_KEY", "EMAIL_HOST"):
+    for missing in ("DJANGO_SECRET_KEY", "EMAIL_HOST", "KAIRAN_PUBLIC_URL"):
         env = {k: v for k, v in PRODUCTION.items() if k != missing}
         result = manage("check", KAIRAN_DATA_DIR=str(tmp_path), **env)
         assert result.returncode != 0

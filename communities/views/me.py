@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -52,6 +53,10 @@ def me(request: HttpRequest) -> HttpResponse:
     return render(request, "communities/me.html", {"households": households})
 
 
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
 @login_required
 def me_export(request: HttpRequest) -> HttpResponse:
     """Everything we hold about the person's households, as JSON (個人情報保護法: 開示)."""
@@ -87,6 +92,19 @@ def me_export(request: HttpRequest) -> HttpResponse:
                         "is_you": member.user_id == user.pk,
                     }
                     for member in household.members.order_by("joined_at", "pk")
+                ],
+                # When the household opened and confirmed each circular: personal data too.
+                "circulars": [
+                    {
+                        "title": receipt.circular.title,
+                        "published_at": _iso(receipt.circular.published_at),
+                        "opened_at": _iso(receipt.opened_at),
+                        "confirmed_at": _iso(receipt.confirmed_at),
+                        "method": receipt.method,
+                    }
+                    for receipt in household.receipts.select_related("circular").order_by(
+                        "circular__published_at", "pk"
+                    )
                 ],
             }
         )

@@ -638,3 +638,16 @@ def test_samples_are_valid_before_damage(media: Path, circular: Circular) -> Non
     for sample in _SAMPLES:
         attachment_add(circular=circular, upload=_upload(sample, "sample"))
     assert circular.attachments.count() == len(_SAMPLES)
+
+
+def test_a_truncated_jpeg_is_refused_even_after_weasyprint_was_imported(
+    media: Path, circular: Circular
+) -> None:
+    """WeasyPrint flips Pillow's process-wide LOAD_TRUNCATED_IMAGES on import."""
+    import weasyprint  # noqa: F401  (the import is the point)
+    from PIL import ImageFile
+
+    ImageFile.LOAD_TRUNCATED_IMAGES = True
+    with pytest.raises(ValidationError):
+        attachment_add(circular=circular, upload=_upload(_truncated_jpeg(), "cut.jpg"))
+    assert _files(media) == []
