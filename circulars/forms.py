@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from circulars.models import Priority
@@ -97,8 +98,12 @@ class PublishForm(forms.Form):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
-        if data.get("when") == "later" and not data.get("publish_at"):
-            self.add_error("publish_at", _("Choose the date and time."))
+        if data.get("when") == "later":
+            when = data.get("publish_at")
+            if not when:
+                self.add_error("publish_at", _("Choose the date and time."))
+            elif when <= timezone.now():
+                self.add_error("publish_at", _("Choose a time in the future, or publish now."))
         return data
 
 
