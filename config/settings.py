@@ -227,6 +227,7 @@ ACCOUNT_RATE_LIMITS = {
     "login": "30/m/ip,10/m/key",
     "login_failed": "10/m/ip,5/5m/key",
     "confirm_email": "1/3m/key",
+    "request_login_code": "20/m/ip,3/m/key",
 }
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes", "webauthn"]
 MFA_PASSKEY_LOGIN_ENABLED = True

@@ -22,6 +22,15 @@ from tests.factories import (
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> None:
+    """Each test starts with an empty cache: rate-limit counters and cached renders
+    must not leak from one test into the next (ids repeat after rollbacks)."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 def service_unavailable(reason: str) -> None:
     """In CI a test that needs a service fails; on a developer's machine it skips."""
     if IN_CI or os.environ.get("KAIRAN_CI_SERVICES"):

@@ -20,6 +20,7 @@ from communities import services
 from communities.decorators import request_user
 from communities.forms import JoinCodeForm, JoinForm
 from communities.middleware import LONG_SESSION_KEY
+from communities.ratelimit import client_address, rate_limited, too_many
 from communities.selectors import InviteStatus, block_leaders_for, household_invite_lookup
 from communities.tokens import code_normalise
 
@@ -84,12 +85,16 @@ def _join(request: HttpRequest, *, token: str = "", code: str = "") -> HttpRespo
 
 @require_http_methods(["GET", "POST"])
 def join_token(request: HttpRequest, token: str) -> HttpResponse:
+    if request.method == "POST" and rate_limited(scope="join", key=client_address(request)):
+        return too_many(request)
     return _join(request, token=token)
 
 
 @require_http_methods(["GET", "POST"])
 def join_code(request: HttpRequest) -> HttpResponse:
     """Type the code printed under the QR, for phones whose camera cannot read it."""
+    if request.method == "POST" and rate_limited(scope="join", key=client_address(request)):
+        return too_many(request)
     if request.method == "POST" and request.POST.get("step") == "join":
         return _join(request, code=code_normalise(request.POST.get("code", "")))
     form = JoinCodeForm(request.POST or None)
@@ -100,6 +105,8 @@ def join_code(request: HttpRequest) -> HttpResponse:
                 "code", _("The code has 8 letters and digits. Please check the card again.")
             )
         elif household_invite_lookup(code=code).status == InviteStatus.UNKNOWN:
+            if rate_limited(scope="join-miss", key=client_address(request)):
+                return too_many(request)
             form.add_error("code", _("We could not find this code. Please check the card again."))
         else:
             return _join(request, code=code)
