@@ -172,3 +172,62 @@ class PrintRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.circular_id}/{self.block_id}"
+
+
+# --- Circulars that ask (questions and the households' answers) -------------------------
+
+
+class QuestionKind(models.TextChoices):
+    SINGLE = "single", _("Single choice")
+    MULTIPLE = "multiple", _("Multiple choice")
+    TEXT = "text", _("Short text")
+    ATTENDANCE = "attendance", _("Attendance")
+
+
+class Question(models.Model):
+    """A question a circular asks each household (出欠, アンケート). Edited on drafts only."""
+
+    circular = models.ForeignKey(Circular, on_delete=models.CASCADE, related_name="questions")
+    position = models.PositiveIntegerField(default=0)
+    kind = models.CharField(max_length=12, choices=QuestionKind.choices)
+    prompt = models.CharField(_("question"), max_length=200)
+    # The options of single and multiple choice, in order; answers store their indexes.
+    choices = models.JSONField(default=list, blank=True)
+    required = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["position", "id"]
+
+    def __str__(self) -> str:
+        return self.prompt
+
+
+class Answer(models.Model):
+    """One household's answer to one question: one row per (question, receipt), changeable.
+
+    ``value``: a list of choice indexes (single/multiple), a string (text), or
+    ``{"attending": bool, "people": int}`` (attendance).
+    """
+
+    question = models.ForeignKey(Question, on_delete=models.CASCADE, related_name="answers")
+    receipt = models.ForeignKey(Receipt, on_delete=models.CASCADE, related_name="answers")
+    value = models.JSONField()
+    answered_at = models.DateTimeField()
+    answered_by = models.ForeignKey(
+        Member, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    recorded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    method = models.CharField(max_length=12, choices=ReceiptMethod.choices)
+    # Recorded by staff after the due date (a proxy or paper answer that came late).
+    late = models.BooleanField(default=False)
+    version = models.PositiveIntegerField(default=1)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["question", "receipt"], name="answer_one_per_household")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.question_id}/{self.receipt_id}"

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from circulars import paper_views, views
+from circulars import paper_views, question_views, views
 
 app_name = "circulars"
 
@@ -34,6 +34,22 @@ urlpatterns = [
         "circulars/<int:circular_id>/paper/<int:block_id>/",
         paper_views.signoff,
         name="paper_signoff",
+    ),
+    path("circulars/<int:circular_id>/answers/", question_views.answers_submit, name="answers"),
+    path(
+        "circulars/<int:circular_id>/questions/",
+        question_views.questions_edit,
+        name="questions",
+    ),
+    path(
+        "circulars/<int:circular_id>/answers/summary/",
+        question_views.answers_summary,
+        name="answers_summary",
+    ),
+    path(
+        "circulars/<int:circular_id>/answers.csv",
+        question_views.answers_csv,
+        name="answers_csv",
     ),
     path("inbox/", views.inbox, name="inbox"),
     path("followup/", views.followup, name="followup"),

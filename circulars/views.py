@@ -19,7 +19,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
 
-from circulars import selectors, services
+from circulars import questions, selectors, services
 from circulars.forms import AttachmentForm, CircularForm, PublishForm
 from circulars.models import (
     PROXY_METHODS,
@@ -27,12 +27,14 @@ from circulars.models import (
     AttachmentKind,
     Circular,
     CircularStatus,
+    QuestionKind,
     ReceiptMethod,
 )
 from circulars.starters import STARTERS, STARTERS_BY_KEY
 from communities.decorators import community_view, request_user
 from communities.models import Household, Member
 from communities.params import int_param
+from communities.ratelimit import rate_limited, too_many
 from communities.selectors import Access
 
 
@@ -218,6 +220,8 @@ def circular_draft(request: HttpRequest, access: Access, circular_id: int) -> Ht
             "attachment_form": AttachmentForm(),
             "attachments": circular.attachments.all(),
             "readings": _readings(circular),
+            "questions": questions.questions_for(circular=circular),
+            "question_kinds": QuestionKind.choices,
         },
     )
 
@@ -289,6 +293,7 @@ def circular_preview(request: HttpRequest, access: Access, circular_id: int) -> 
             "attachments": circular.attachments.all(),
             "preview": True,
             "receipt": None,
+            "answer_form": questions.answer_form(circular=circular, receipt=None),
         },
     )
 
@@ -394,6 +399,7 @@ def circular_detail(request: HttpRequest, access: Access, circular_id: int) -> H
             "ruby": _ruby(request, circular),
             "confirm_key": uuid.uuid4(),
             "preview": False,
+            "answer_form": questions.answer_form(circular=circular, receipt=receipt),
         },
     )
 
@@ -402,6 +408,8 @@ def circular_detail(request: HttpRequest, access: Access, circular_id: int) -> H
 @require_POST
 def circular_confirm(request: HttpRequest, access: Access, circular_id: int) -> HttpResponse:
     """「確認しました」: a POST carrying an idempotency key, so a retry records nothing new."""
+    if rate_limited(scope="confirm", key=str(access.user_id)):
+        return too_many(request)
     circular, receipt = selectors.circular_get_for_member(access=access, circular_id=circular_id)
     try:
         key = uuid.UUID(request.POST.get("key", ""))
@@ -518,6 +526,7 @@ def _ledger_context(request: HttpRequest, access: Access, circular: Circular) ->
         "proxy_methods": [(m.value, m.label) for m in PROXY_METHODS],
         "can_proxy_blocks": can_proxy_blocks,
         "query": request.GET.urlencode(),
+        "has_questions": questions.circular_has_questions(circular=circular),
     }
 
 

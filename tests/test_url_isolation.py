@@ -99,6 +99,7 @@ RESIDENT_PAGES: set[str] = {
     "circulars:detail",
     "circulars:confirm",
     "circulars:attachment_file",
+    "circulars:answers",
 }
 
 PARAM_RE = re.compile(r"<(?:(?P<converter>[^>:]+):)?(?P<name>[^>]+)>")
