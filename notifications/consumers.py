@@ -31,6 +31,16 @@ class ForwardingConsumer(AsyncJsonWebsocketConsumer):
     """Joins the groups ``authorise`` returns and forwards their events as they come."""
 
     groups_joined: list[str]
+    closed: bool = False
+
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        # Once only: frames a flooding client queued behind the first would each close
+        # again, and the server raises on a second close (the consumer then dies without
+        # leaving its groups).
+        if self.closed:
+            return
+        self.closed = True
+        await super().close(code=code, reason=reason)
 
     async def authorise(self, user: Any) -> list[str] | None:
         raise NotImplementedError
