@@ -57,4 +57,3 @@ def test_confirm_is_limited_per_person_and_recovers(town: Town) -> None:
     with time_machine.travel(start + timedelta(minutes=2), tick=False):
         assert client.post(url, {"key": str(uuid.uuid4())}).status_code == 302
     assert Receipt.objects.filter(circular=circular, confirmed_at__isnull=False).count() == 1
-
