@@ -41,7 +41,7 @@ def test_guessing_typed_codes_is_slowed_down(town: Town) -> None:
     response = client.post("/join/", {"code": "ABCD-EFGH"})
     assert response.status_code == 429
     assert response["Retry-After"] == "60"
-    assert "しばらく" in response.content.decode() or "moment" in response.content.decode()
+    assert "少しお待ちください" in response.content.decode()
 
 
 def test_confirm_is_limited_per_person_and_recovers(town: Town) -> None:
