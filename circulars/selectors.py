@@ -15,7 +15,7 @@ from typing import Any
 from django.db.models import Case, Count, Exists, OuterRef, Prefetch, Q, QuerySet, Value, When
 from django.http import Http404
 
-from circulars.models import Circular, CircularStatus, Priority, Receipt
+from circulars.models import Circular, CircularStatus, Priority, Receipt, ReceiptMethod
 from circulars.search import search_normalise
 from communities.models import Block, DeliveryMode, Member
 from communities.selectors import Access
@@ -157,6 +157,7 @@ class Counts:
     opened: int = 0  # opened but not confirmed
     not_yet: int = 0
     paper_out: int = 0  # paper households not yet confirmed
+    paper_collected: int = 0  # paper sign-offs recorded (「回収」)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Counts:
@@ -169,6 +170,7 @@ class Counts:
             opened=opened,
             not_yet=total - confirmed - opened,
             paper_out=row.get("paper_out") or 0,
+            paper_collected=row.get("paper_collected") or 0,
         )
 
     def as_dict(self) -> dict[str, int]:
@@ -178,6 +180,7 @@ class Counts:
             "opened": self.opened,
             "not_yet": self.not_yet,
             "paper_out": self.paper_out,
+            "paper_collected": self.paper_collected,
         }
 
 
@@ -197,6 +200,7 @@ def _count_aggregates() -> dict[str, Count]:
         "confirmed": Count("pk", filter=Q(confirmed_at__isnull=False)),
         "opened": Count("pk", filter=Q(confirmed_at__isnull=True, opened_at__isnull=False)),
         "paper_out": Count("pk", filter=Q(confirmed_at__isnull=True) & _paper_q()),
+        "paper_collected": Count("pk", filter=Q(method=ReceiptMethod.PAPER)),
     }
 
 
@@ -270,7 +274,7 @@ def ledger_snapshot(
     block_counts = ledger_block_counts(circular_id=circular.pk, block_ids=visible)
     totals = Counts()
     for counts in block_counts.values():
-        for name in ("total", "confirmed", "opened", "not_yet", "paper_out"):
+        for name in ("total", "confirmed", "opened", "not_yet", "paper_out", "paper_collected"):
             setattr(totals, name, getattr(totals, name) + getattr(counts, name))
     rows = (
         receipts.select_related("household", "confirmed_by", "recorded_by")
