@@ -129,14 +129,28 @@ def test_confirm_sends_row_to_its_block_and_totals_after_commit(
         "method": "proxy_phone",
         "time": row["payload"]["time"],
         "version": receipt.version,
-        "block_counts": {"total": 1, "confirmed": 1, "opened": 0, "not_yet": 0, "paper_out": 0},
+        "block_counts": {
+            "total": 1,
+            "confirmed": 1,
+            "opened": 0,
+            "not_yet": 0,
+            "paper_out": 0,
+            "paper_collected": 0,
+        },
     }
     assert row["payload"]["time"]  # e.g. "4/1 09:30", local time
     [totals] = received["totals"]
     assert totals["payload"] == {
         "type": "ledger.totals",
         "circular_id": circular.pk,
-        "counts": {"total": 2, "confirmed": 1, "opened": 0, "not_yet": 1, "paper_out": 0},
+        "counts": {
+            "total": 2,
+            "confirmed": 1,
+            "opened": 0,
+            "not_yet": 1,
+            "paper_out": 0,
+            "paper_collected": 0,
+        },
     }
     [nudge] = received["household1"]
     assert nudge["payload"] == {

@@ -224,6 +224,7 @@ def test_chair_receives_both_blocks_and_totals(layer: str, town: Town) -> None:
             "opened": 0,
             "not_yet": 0,
             "paper_out": 0,
+            "paper_collected": 0,
         }
         assert await socket.receive_nothing(timeout=0.2)
         await socket.disconnect()
