@@ -17,11 +17,14 @@ import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.cache import cache
 from django.utils.html import escape, urlize
 from django.utils.safestring import SafeString, mark_safe
+
+if TYPE_CHECKING:
+    from circulars.models import Circular
 
 logger = logging.getLogger(__name__)
 
@@ -373,3 +376,15 @@ def ruby_html(segments: Iterable[Segment]) -> SafeString:
             plain.append(segment.text)
     flush()
     return mark_safe("".join(parts))  # noqa: S308 - escaped above or by urlize(autoescape)
+
+
+def circular_ruby_html(*, circular: Circular) -> tuple[SafeString, SafeString]:
+    """The circular's title and body with furigana, from the cache for its revision."""
+    title, body = furigana_for_circular(
+        circular_id=circular.pk,
+        revision=circular.revision,
+        title=circular.title,
+        body=circular.body,
+        overrides=circular.furigana_overrides or {},
+    )
+    return ruby_html(title), ruby_html(body)

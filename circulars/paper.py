@@ -13,13 +13,13 @@ from datetime import datetime, timedelta
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import BooleanField, Count, ExpressionWrapper, F, Q, QuerySet
+from django.db.models import Count, F, Q, QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from circulars import events
 from circulars.models import Circular, PrintRecord, Receipt, ReceiptMethod
-from circulars.selectors import _paper_q
+from circulars.selectors import paper_annotation
 from circulars.services import ConfirmResult, receipt_confirm
 from communities.models import Block, Household
 
@@ -31,15 +31,19 @@ def paper_distribution(*, circular: Circular) -> str:
     return circular.paper_distribution or circular.community.paper_distribution
 
 
-def paper_receipts(*, circular: Circular, block: Block) -> QuerySet[Receipt]:
-    """The block's paper households for this circular, in circulation order (the 回覧表)."""
+def _block_receipts(circular: Circular, block: Block) -> QuerySet[Receipt]:
+    """The block's receipts in circulation order, each marked ``on_paper``."""
     return (
         Receipt.objects.filter(circular=circular, block=block, household__isnull=False)
-        .annotate(on_paper=ExpressionWrapper(_paper_q(), output_field=BooleanField()))
-        .filter(on_paper=True)
+        .annotate(on_paper=paper_annotation())
         .select_related("household", "recorded_by")
         .order_by("household__circulation_order", "household_id")
     )
+
+
+def paper_receipts(*, circular: Circular, block: Block) -> QuerySet[Receipt]:
+    """The block's paper households for this circular, in circulation order (the 回覧表)."""
+    return _block_receipts(circular, block).filter(Q(on_paper=True))
 
 
 def signoff_receipts(*, circular: Circular, block: Block) -> QuerySet[Receipt]:
@@ -50,13 +54,7 @@ def signoff_receipts(*, circular: Circular, block: Block) -> QuerySet[Receipt]:
         "household_ids", flat=True
     ):
         printed.update(ids)
-    return (
-        Receipt.objects.filter(circular=circular, block=block, household__isnull=False)
-        .annotate(on_paper=ExpressionWrapper(_paper_q(), output_field=BooleanField()))
-        .filter(Q(on_paper=True) | Q(household_id__in=printed))
-        .select_related("household", "recorded_by")
-        .order_by("household__circulation_order", "household_id")
-    )
+    return _block_receipts(circular, block).filter(Q(on_paper=True) | Q(household_id__in=printed))
 
 
 def paper_households(*, circular: Circular, block: Block) -> list[Household]:
@@ -176,7 +174,7 @@ def paper_status(*, circular: Circular) -> dict[int, PaperStatus]:
     collected = {
         row["block_id"]: row
         for row in Receipt.objects.filter(circular=circular)
-        .annotate(on_paper=ExpressionWrapper(_paper_q(), output_field=BooleanField()))
+        .annotate(on_paper=paper_annotation())
         .values("block_id")
         .annotate(
             paper=Count("pk", filter=Q(on_paper=True)),

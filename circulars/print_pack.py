@@ -95,18 +95,11 @@ def _render_circular(
 def _render_circular_uncached(
     *, circular: Circular, base: str, furigana: bool, large: bool, unmerged: list[str]
 ) -> bytes:
-    from circulars.furigana import furigana_for_circular, ruby_html
+    from circulars.furigana import circular_ruby_html
 
     title_html = body_html = None
     if furigana:
-        title_segments, body_segments = furigana_for_circular(
-            circular_id=circular.pk,
-            revision=circular.revision,
-            title=circular.title,
-            body=circular.body,
-            overrides=circular.furigana_overrides or {},
-        )
-        title_html, body_html = ruby_html(title_segments), ruby_html(body_segments)
+        title_html, body_html = circular_ruby_html(circular=circular)
     attachments = list(circular.attachments.all())
     web_url = base + reverse(
         "circulars:detail", kwargs={"slug": circular.community.slug, "circular_id": circular.pk}

@@ -12,7 +12,19 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from django.db.models import Case, Count, Exists, OuterRef, Prefetch, Q, QuerySet, Value, When
+from django.db.models import (
+    BooleanField,
+    Case,
+    Count,
+    Exists,
+    ExpressionWrapper,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Value,
+    When,
+)
 from django.http import Http404
 
 from circulars.models import Circular, CircularStatus, Priority, Receipt, ReceiptMethod
@@ -184,7 +196,7 @@ class Counts:
         }
 
 
-def _paper_q() -> Q:
+def paper_q() -> Q:
     """Receipt rows whose household gets paper (mode paper/both, or no working login)."""
     working = Member.objects.filter(household=OuterRef("household_id"), user__is_active=True)
     return (
@@ -199,7 +211,7 @@ def _count_aggregates() -> dict[str, Count]:
         "total": Count("pk"),
         "confirmed": Count("pk", filter=Q(confirmed_at__isnull=False)),
         "opened": Count("pk", filter=Q(confirmed_at__isnull=True, opened_at__isnull=False)),
-        "paper_out": Count("pk", filter=Q(confirmed_at__isnull=True) & _paper_q()),
+        "paper_out": Count("pk", filter=Q(confirmed_at__isnull=True) & paper_q()),
         "paper_collected": Count("pk", filter=Q(method=ReceiptMethod.PAPER)),
     }
 
@@ -278,7 +290,7 @@ def ledger_snapshot(
             setattr(totals, name, getattr(totals, name) + getattr(counts, name))
     rows = (
         receipts.select_related("household", "confirmed_by", "recorded_by")
-        .annotate(on_paper=_paper_annotation())
+        .annotate(on_paper=paper_annotation())
         .prefetch_related(_notification_steps())
     )
     if status == STATUS_CONFIRMED:
@@ -326,10 +338,9 @@ def _notification_steps() -> Prefetch:
     )
 
 
-def _paper_annotation() -> Exists | Q:
-    from django.db.models import BooleanField, ExpressionWrapper
-
-    return ExpressionWrapper(_paper_q(), output_field=BooleanField())  # type: ignore[return-value]
+def paper_annotation() -> ExpressionWrapper:
+    """``paper_q()`` as a boolean column, for ``.annotate(on_paper=...)``."""
+    return ExpressionWrapper(paper_q(), output_field=BooleanField())
 
 
 def ledger_row(*, access: Access, circular: Circular, household_id: int) -> Receipt:
@@ -339,7 +350,7 @@ def ledger_row(*, access: Access, circular: Circular, household_id: int) -> Rece
         rows = rows.filter(block_id__in=visible)
     row = (
         rows.select_related("household", "confirmed_by", "recorded_by")
-        .annotate(on_paper=_paper_annotation())
+        .annotate(on_paper=paper_annotation())
         .prefetch_related(_notification_steps())
         .first()
     )
@@ -375,7 +386,7 @@ def followup_receipts(*, access: Access, today: date | None = None) -> list[Rece
     if not access.is_officer:
         receipts = receipts.filter(block_id__in=access.block_ids)
     return list(
-        receipts.annotate(on_paper=_paper_annotation(), escalated=Exists(escalated))
+        receipts.annotate(on_paper=paper_annotation(), escalated=Exists(escalated))
         .filter(Q(on_paper=True) | Q(escalated=True))
         .select_related("household", "household__block", "circular")
         .order_by(

@@ -32,10 +32,14 @@ from circulars.models import (
 )
 from circulars.starters import STARTERS, STARTERS_BY_KEY
 from communities.decorators import community_view, request_user
+from communities.forms import form_errors_add
 from communities.models import Household, Member
 from communities.params import int_param
 from communities.ratelimit import rate_limited, too_many
-from communities.selectors import Access
+from communities.selectors import Access, display_preferences
+
+# 手渡し / 電話 / 訪問, as the one-tap buttons of the ledger and the follow-up list show them.
+PROXY_CHOICES = [(method.value, method.label) for method in PROXY_METHODS]
 
 
 def _can_write(access: Access) -> bool:
@@ -68,14 +72,6 @@ def _check_blocks(access: Access, form: CircularForm) -> bool:
         form.add_error("blocks", _("Choose among your own blocks."))
         return False
     return True
-
-
-def _form_errors(form: CircularForm, error: ValidationError) -> None:
-    if hasattr(error, "error_dict"):
-        for name, items in error.message_dict.items():
-            form.add_error(name if name in form.fields else None, items)
-    else:
-        form.add_error(None, error.messages)
 
 
 # --- Staff: list, write, publish --------------------------------------------------------
@@ -112,7 +108,7 @@ def circular_new(request: HttpRequest, access: Access) -> HttpResponse:
                 community=access.community, author=request_user(request), data=form.to_data()
             )
         except ValidationError as error:
-            _form_errors(form, error)
+            form_errors_add(form, error)
         else:
             messages.success(request, _("The draft was saved."))
             return redirect("circulars:draft", slug=access.community.slug, circular_id=circular.pk)
@@ -155,7 +151,7 @@ def circular_edit(request: HttpRequest, access: Access, circular_id: int) -> Htt
         try:
             circular = services.circular_update(circular=circular, data=form.to_data())
         except ValidationError as error:
-            _form_errors(form, error)
+            form_errors_add(form, error)
         else:
             if circular.status == CircularStatus.PUBLISHED:
                 messages.success(request, _("The correction was saved and is shown to residents."))
@@ -342,25 +338,12 @@ def attachment_delete(
 def _ruby(request: HttpRequest, circular: Circular) -> dict[str, str] | None:
     """Title and body with furigana, when the person turned furigana on (off by default:
     screen readers read ruby twice)."""
-    from circulars.furigana import furigana_for_circular, ruby_html
-    from communities.models import Preference
+    from circulars.furigana import circular_ruby_html
 
-    user = request.user
-    wanted = (
-        Preference.objects.filter(user_id=user.pk, furigana=True).exists()
-        if user.is_authenticated
-        else "furigana" in request.COOKIES.get("kairan_prefs", "").split(".")
-    )
-    if not wanted:
+    if not display_preferences(request=request).furigana:
         return None
-    title, body = furigana_for_circular(
-        circular_id=circular.pk,
-        revision=circular.revision,
-        title=circular.title,
-        body=circular.body,
-        overrides=circular.furigana_overrides or {},
-    )
-    return {"title": ruby_html(title), "body": ruby_html(body)}
+    title, body = circular_ruby_html(circular=circular)
+    return {"title": title, "body": body}
 
 
 def _member_for(access: Access, household: Household) -> Member | None:
@@ -523,7 +506,7 @@ def _ledger_context(request: HttpRequest, access: Access, circular: Circular) ->
         "circular": circular,
         "ledger": ledger,
         "methods": ReceiptMethod.choices,
-        "proxy_methods": [(m.value, m.label) for m in PROXY_METHODS],
+        "proxy_methods": PROXY_CHOICES,
         "can_proxy_blocks": can_proxy_blocks,
         "query": request.GET.urlencode(),
         "has_questions": questions.circular_has_questions(circular=circular),
@@ -551,7 +534,7 @@ def followup(request: HttpRequest, access: Access) -> HttpResponse:
         {
             "access": access,
             "rows": rows,
-            "proxy_methods": [(m.value, m.label) for m in PROXY_METHODS],
+            "proxy_methods": PROXY_CHOICES,
         },
     )
 
@@ -587,7 +570,7 @@ def ledger_proxy(
                 "access": access,
                 "circular": circular,
                 "row": row,
-                "proxy_methods": [(m.value, m.label) for m in PROXY_METHODS],
+                "proxy_methods": PROXY_CHOICES,
             },
         )
     return redirect("circulars:ledger", slug=access.community.slug, circular_id=circular.pk)

@@ -30,6 +30,14 @@ def _tool(name: str) -> str:
     return path
 
 
+def _pg_run(*command: str, env: dict[str, str]) -> None:
+    result = subprocess.run(  # noqa: S603 - our own arguments
+        list(command), env=env, capture_output=True, text=True, check=False, timeout=3600
+    )
+    if result.returncode:
+        raise BackupError(result.stderr.strip())
+
+
 def _pg_env() -> tuple[list[str], dict[str, str]]:
     db = settings.DATABASES["default"]
     args = ["-h", str(db["HOST"] or "127.0.0.1"), "-p", str(db["PORT"] or "5432")]
@@ -48,23 +56,15 @@ def backup_create(*, directory: Path) -> Path:
     if vendor == "postgresql":
         args, env = _pg_env()
         target = directory / "database.pgdump"
-        result = subprocess.run(  # noqa: S603 - our own arguments
-            [
-                _tool("pg_dump"),
-                *args,
-                "-Fc",
-                "-f",
-                str(target),
-                str(settings.DATABASES["default"]["NAME"]),
-            ],
+        _pg_run(
+            _tool("pg_dump"),
+            *args,
+            "-Fc",
+            "-f",
+            str(target),
+            str(settings.DATABASES["default"]["NAME"]),
             env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=3600,
         )
-        if result.returncode:
-            raise BackupError(result.stderr.strip())
     elif vendor == "sqlite":
         target = directory / "database.sqlite3"
         source = sqlite3.connect(str(settings.DATABASES["default"]["NAME"]))
@@ -94,25 +94,17 @@ def backup_restore(*, directory: Path) -> None:
     connection.close()
     if vendor == "postgresql":
         args, env = _pg_env()
-        result = subprocess.run(  # noqa: S603 - our own arguments
-            [
-                _tool("pg_restore"),
-                *args,
-                "--clean",
-                "--if-exists",
-                "--no-owner",
-                "-d",
-                str(settings.DATABASES["default"]["NAME"]),
-                str(directory / "database.pgdump"),
-            ],
+        _pg_run(
+            _tool("pg_restore"),
+            *args,
+            "--clean",
+            "--if-exists",
+            "--no-owner",
+            "-d",
+            str(settings.DATABASES["default"]["NAME"]),
+            str(directory / "database.pgdump"),
             env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=3600,
         )
-        if result.returncode:
-            raise BackupError(result.stderr.strip())
     else:
         shutil.copyfile(directory / "database.sqlite3", str(settings.DATABASES["default"]["NAME"]))
     media_root = Path(settings.MEDIA_ROOT)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django import forms
+from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
 from communities.models import (
@@ -13,6 +14,15 @@ from communities.models import (
     PaperDistribution,
     RoleKind,
 )
+
+
+def form_errors_add(form: forms.Form, error: ValidationError) -> None:
+    """Put a service's ValidationError on the form: on its fields where they exist."""
+    if hasattr(error, "error_dict"):
+        for field, items in error.message_dict.items():
+            form.add_error(field if field in form.fields else None, items)
+    else:
+        form.add_error(None, error.messages)
 
 
 class BlockForm(forms.Form):

@@ -21,6 +21,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from communities.models import Block, Community, DeliveryMode, Household, RosterImport
+from communities.services import household_circulars_catch_up
 
 MAX_BYTES = 2 * 1024 * 1024
 MAX_ROWS = 5000
@@ -170,12 +171,6 @@ class AlreadyApplied(Exception):
     pass
 
 
-def receipts_sync_for_household(*, household: Household) -> None:
-    from circulars.services import receipts_sync_for_household as sync
-
-    sync(household=household)
-
-
 @transaction.atomic
 def roster_import_apply(*, roster_import: RosterImport) -> int:
     """Write every row of a checked import, or none. Returns how many rows were written."""
@@ -220,7 +215,7 @@ def roster_import_apply(*, roster_import: RosterImport) -> int:
                 **fields,
             )
             # Circulars still going round reach the new household too.
-            receipts_sync_for_household(household=household)
+            household_circulars_catch_up(household=household)
     locked.applied_at = timezone.now()
     locked.save(update_fields=["applied_at"])
     return len(rows)

@@ -12,7 +12,7 @@ from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
-from django.http import Http404
+from django.http import Http404, HttpRequest
 from django.utils import timezone
 
 from communities.models import (
@@ -23,6 +23,7 @@ from communities.models import (
     Household,
     HouseholdInvite,
     Member,
+    Preference,
     RoleAssignment,
     RoleKind,
 )
@@ -164,6 +165,11 @@ def _with_delivery(households: QuerySet[Household]) -> QuerySet[Household]:
     )
 
 
+def members_with_working_email() -> QuerySet[Member]:
+    """Members whose address for circulars is set and has not bounced."""
+    return Member.objects.filter(email__gt="", email_bounced_at__isnull=True)
+
+
 def household_on_paper(*, household: Household) -> bool:
     """Whether this household gets paper (same rule as the annotated querysets)."""
     if household.delivery_mode in (DeliveryMode.PAPER, DeliveryMode.BOTH):
@@ -277,3 +283,44 @@ def household_invite_lookup(
     if invite.expires_at <= now:
         return InviteLookup(InviteStatus.EXPIRED, invite)
     return InviteLookup(InviteStatus.OK, invite)
+
+
+PREF_COOKIE = "kairan_prefs"
+
+
+@dataclass(frozen=True)
+class DisplayPreferences:
+    large_text: bool = False
+    high_contrast: bool = False
+    furigana: bool = False
+
+
+def display_preferences(*, request: HttpRequest) -> DisplayPreferences:
+    """Larger text, high contrast, furigana: per person, or per browser when logged out.
+
+    Read once per request (the base template and a page may both ask).
+    """
+    cached = getattr(request, "_kairan_display_preferences", None)
+    if cached is not None:
+        return cached
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated:
+        preference = Preference.objects.filter(user=user).first()
+        prefs = (
+            DisplayPreferences(
+                large_text=preference.large_text,
+                high_contrast=preference.high_contrast,
+                furigana=preference.furigana,
+            )
+            if preference
+            else DisplayPreferences()
+        )
+    else:
+        saved = set(request.COOKIES.get(PREF_COOKIE, "").split("."))
+        prefs = DisplayPreferences(
+            large_text="large_text" in saved,
+            high_contrast="high_contrast" in saved,
+            furigana="furigana" in saved,
+        )
+    request._kairan_display_preferences = prefs  # type: ignore[attr-defined]
+    return prefs

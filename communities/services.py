@@ -233,11 +233,11 @@ def household_create(*, community: Community, data: HouseholdData) -> Household:
         helper_note=data.helper_note.strip(),
         circulation_order=_next_order(data.block),
     )
-    _circulars_catch_up(household)
+    household_circulars_catch_up(household=household)
     return household
 
 
-def _circulars_catch_up(household: Household) -> None:
+def household_circulars_catch_up(*, household: Household) -> None:
     """Circulars still going round reach a household that arrives or moves mid-round."""
     from circulars.services import receipts_sync_for_household
 
@@ -259,7 +259,7 @@ def household_update(*, household: Household, data: HouseholdData) -> Household:
     household.helper_note = data.helper_note.strip()
     household.save()
     if moved:
-        _circulars_catch_up(household)
+        household_circulars_catch_up(household=household)
     return household
 
 

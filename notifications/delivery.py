@@ -17,6 +17,7 @@ from django.utils.translation import gettext as _
 
 from circulars.models import Priority, Receipt
 from communities.models import Household, Member, RoleAssignment, RoleKind
+from communities.selectors import members_with_working_email
 from notifications.ladder import not_before_quiet_end
 from notifications.models import Channel, Delivery, DeliveryStatus, PushSubscription
 
@@ -65,9 +66,7 @@ def _push_to_household(delivery: Delivery, kind: str) -> tuple[bool, str]:
 
 def _contact_check(household_id: int, delivery: Delivery) -> None:
     """Its last push subscription gone and no working email: paper, and the 班長 is told."""
-    working_email = Member.objects.filter(
-        household_id=household_id, email__gt="", email_bounced_at__isnull=True
-    ).exists()
+    working_email = members_with_working_email().filter(household_id=household_id).exists()
     if working_email:
         return
     updated = Household.objects.filter(pk=household_id, dead_contact_since__isnull=True).update(
@@ -260,16 +259,18 @@ def delivery_send(*, delivery_id: int, now: datetime | None = None) -> str:
     return "failed"
 
 
-def deliveries_enqueue(*, delivery_ids: list[int]) -> None:
-    """Hand rows to the task worker once the transaction that planned them has committed."""
+def deliveries_hand_over(*, delivery_ids: list[int]) -> None:
+    """Give claimed (queued) rows to the task worker."""
     from notifications.tasks import send_delivery
 
-    def enqueue() -> None:
-        for pk in delivery_ids:
-            try:
-                send_delivery.enqueue(delivery_id=pk)
-            except Exception:
-                # Left queued: deliveries_recover() hands it back to the scheduler.
-                logger.warning("could not enqueue delivery %s", pk, exc_info=True)
+    for pk in delivery_ids:
+        try:
+            send_delivery.enqueue(delivery_id=pk)
+        except Exception:
+            # Left queued: deliveries_recover() hands it back to the scheduler.
+            logger.warning("could not enqueue delivery %s", pk, exc_info=True)
 
-    transaction.on_commit(enqueue, robust=True)
+
+def deliveries_enqueue(*, delivery_ids: list[int]) -> None:
+    """Hand rows to the task worker once the transaction that planned them has committed."""
+    transaction.on_commit(lambda: deliveries_hand_over(delivery_ids=delivery_ids), robust=True)

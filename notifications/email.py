@@ -33,6 +33,7 @@ from django.utils.translation import ngettext
 
 from circulars.models import Circular, CircularStatus, Priority, Receipt
 from communities.models import Community, Member
+from communities.selectors import members_with_working_email
 
 logger = logging.getLogger(__name__)
 
@@ -130,11 +131,7 @@ def _message_id(*parts: object) -> str:
 
 
 def _working_members(household_id: int) -> list[Member]:
-    return list(
-        Member.objects.filter(
-            household_id=household_id, email__gt="", email_bounced_at__isnull=True
-        ).order_by("pk")
-    )
+    return list(members_with_working_email().filter(household_id=household_id).order_by("pk"))
 
 
 def _mail(
@@ -160,6 +157,23 @@ def _reset(backend: BaseEmailBackend) -> None:
         # The SMTP backend forgets the socket even when QUIT fails, so the next send
         # starts afresh.
         logger.info("email: closing a broken connection failed", exc_info=True)
+
+
+def _deliver_to_members(
+    members: list[Member], *, subject: str, text: str, html: str, message_id: str
+) -> EmailOutcome:
+    """The same mail to each member, one message per address."""
+    return _deliver(
+        [
+            (
+                member,
+                _mail(
+                    to=member.email, subject=subject, text=text, html=html, message_id=message_id
+                ),
+            )
+            for member in members
+        ]
+    )
 
 
 def _deliver(mails: list[tuple[Member | None, EmailMultiAlternatives]]) -> EmailOutcome:
@@ -256,16 +270,8 @@ def email_send_circular(*, receipt: Receipt, kind: str, occasion: str = "") -> E
         subject = _circular_subject(circular=circular, community=circular.community, kind=kind)
         text = render_to_string("notifications/email/circular.txt", context)
         html = render_to_string("notifications/email/circular.html", context)
-    return _deliver(
-        [
-            (
-                member,
-                _mail(
-                    to=member.email, subject=subject, text=text, html=html, message_id=message_id
-                ),
-            )
-            for member in members
-        ]
+    return _deliver_to_members(
+        members, subject=subject, text=text, html=html, message_id=message_id
     )
 
 
@@ -318,16 +324,8 @@ def email_send_digest(*, household_id: int, receipts: list[Receipt]) -> EmailOut
         ) % {"community": community.name, "count": len(items)}
         text = render_to_string("notifications/email/digest.txt", context)
         html = render_to_string("notifications/email/digest.html", context)
-    return _deliver(
-        [
-            (
-                member,
-                _mail(
-                    to=member.email, subject=subject, text=text, html=html, message_id=message_id
-                ),
-            )
-            for member in members
-        ]
+    return _deliver_to_members(
+        members, subject=subject, text=text, html=html, message_id=message_id
     )
 
 
@@ -343,11 +341,7 @@ def email_send_to_user(*, user_id: int, subject: str, body: str) -> EmailOutcome
     member: Member | None = None
     address = user.email
     if not address:
-        member = (
-            Member.objects.filter(user=user, email__gt="", email_bounced_at__isnull=True)
-            .order_by("pk")
-            .first()
-        )
+        member = members_with_working_email().filter(user=user).order_by("pk").first()
         address = member.email if member is not None else ""
     if not address:
         return EmailOutcome(sent=0, failed=0, no_address=True)

@@ -23,8 +23,9 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from circulars.models import Circular, CircularStatus, Priority, Receipt
-from circulars.selectors import _paper_q
-from communities.models import Community, Member
+from circulars.selectors import paper_q
+from communities.models import Community
+from communities.selectors import members_with_working_email
 from notifications.models import Channel, Delivery, DeliveryStatus, PushSubscription
 
 REMINDER_HOUR = 9
@@ -82,14 +83,12 @@ def _at_local(day: date, hour: int) -> datetime:
 def _digital_receipts(circular: Circular) -> Iterable[Receipt]:
     """Open receipts of households that are not on paper (the paper rule, one place)."""
     has_push = PushSubscription.objects.filter(user__memberships__household=OuterRef("household"))
-    has_email = Member.objects.filter(
-        household=OuterRef("household"), email__gt="", email_bounced_at__isnull=True
-    )
+    has_email = members_with_working_email().filter(household=OuterRef("household"))
     return (
         Receipt.objects.filter(
             circular=circular, household__isnull=False, confirmed_at__isnull=True
         )
-        .exclude(_paper_q())
+        .exclude(paper_q())
         .annotate(has_push=Exists(has_push), has_email=Exists(has_email))
         .select_related("household")
     )

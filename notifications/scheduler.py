@@ -10,6 +10,7 @@ from datetime import datetime
 from django.utils import timezone
 
 from circulars.services import circulars_publish_due
+from notifications.delivery import deliveries_hand_over
 from notifications.ladder import deliveries_due, deliveries_plan_reminders, deliveries_recover
 from notifications.models import WorkerHeartbeat
 
@@ -25,18 +26,14 @@ class Tick:
 
 
 def scheduler_tick(*, now: datetime | None = None) -> Tick:
-    from notifications.tasks import heartbeat, send_delivery
+    from notifications.tasks import heartbeat
 
     now = now or timezone.now()
     published = circulars_publish_due(now=now)
     reminders = deliveries_plan_reminders(now=now)
     recovered = deliveries_recover(now=now)
     due = deliveries_due(now=now)
-    for delivery_id in due:
-        try:
-            send_delivery.enqueue(delivery_id=delivery_id)
-        except Exception:
-            logger.warning("could not enqueue delivery %s", delivery_id, exc_info=True)
+    deliveries_hand_over(delivery_ids=due)
     WorkerHeartbeat.objects.update_or_create(name="scheduler", defaults={"beat_at": now})
     try:
         heartbeat.enqueue()

@@ -13,10 +13,8 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from communities import services
 from communities.decorators import request_user
-from communities.forms import CommunityForm
-from communities.selectors import communities_for_user, community_access_for
-
-PREF_COOKIE = "kairan_prefs"
+from communities.forms import CommunityForm, form_errors_add
+from communities.selectors import PREF_COOKIE, communities_for_user, community_access_for
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -83,8 +81,7 @@ def community_new(request: HttpRequest) -> HttpResponse:
         try:
             community = services.community_create(chair=request_user(request), **form.cleaned_data)
         except ValidationError as error:
-            for field, items in error.message_dict.items():
-                form.add_error(field if field in form.fields else None, items)
+            form_errors_add(form, error)
         else:
             messages.success(request, _("%(name)s was created.") % {"name": community.name})
             return redirect("communities:dashboard", slug=community.slug)

@@ -18,7 +18,7 @@ from django.views.decorators.http import require_http_methods
 
 from communities import services
 from communities.decorators import request_user
-from communities.forms import JoinCodeForm, JoinForm
+from communities.forms import JoinCodeForm, JoinForm, form_errors_add
 from communities.middleware import LONG_SESSION_KEY
 from communities.ratelimit import client_address, rate_limited, too_many
 from communities.selectors import InviteStatus, block_leaders_for, household_invite_lookup
@@ -61,8 +61,7 @@ def _join(request: HttpRequest, *, token: str = "", code: str = "") -> HttpRespo
         except services.InviteRefused as refused:
             return _refused(request, refused.status, refused.invite)
         except ValidationError as error:
-            for field, items in error.message_dict.items():
-                form.add_error(field if field in form.fields else None, items)
+            form_errors_add(form, error)
         else:
             if user is None:
                 login(request, member.user, backend="django.contrib.auth.backends.ModelBackend")

@@ -32,6 +32,15 @@ def _memberships(request: HttpRequest) -> list[Member]:
     )
 
 
+def _posted_membership(request: HttpRequest) -> Member:
+    """The person's membership of the household named in the POST, or 404."""
+    household_id = request.POST.get("household", "")
+    for membership in _memberships(request):
+        if str(membership.household_id) == household_id:
+            return membership
+    raise Http404
+
+
 @login_required
 def me(request: HttpRequest) -> HttpResponse:
     memberships = _memberships(request)
@@ -121,12 +130,7 @@ def me_export(request: HttpRequest) -> HttpResponse:
 @require_POST
 def add_device(request: HttpRequest) -> HttpResponse:
     """Show a short-lived QR that lets a second phone or a family supporter join."""
-    household_id = request.POST.get("household", "")
-    membership = next(
-        (m for m in _memberships(request) if str(m.household_id) == household_id), None
-    )
-    if membership is None:
-        raise Http404
+    membership = _posted_membership(request)
     issued = services.household_invite_issue(
         household=membership.household, created_by=request_user(request), kind=InviteKind.DEVICE
     )
@@ -150,12 +154,7 @@ def add_device(request: HttpRequest) -> HttpResponse:
 @require_POST
 def me_contact(request: HttpRequest) -> HttpResponse:
     """Set the email for circulars and the household's notification rhythm."""
-    household_id = request.POST.get("household", "")
-    membership = next(
-        (m for m in _memberships(request) if str(m.household_id) == household_id), None
-    )
-    if membership is None:
-        raise Http404
+    membership = _posted_membership(request)
     form = ContactForm(request.POST, prefix=f"h{membership.household_id}")
     if form.is_valid():
         try:

@@ -11,7 +11,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from communities import services
 from communities.decorators import community_view
-from communities.forms import CommunitySettingsForm, RoleForm
+from communities.forms import CommunitySettingsForm, RoleForm, form_errors_add
 from communities.models import BLOCK_ROLES, RoleAssignment, RoleKind
 from communities.params import int_param
 from communities.selectors import Access, blocks_visible, roles_current, roles_history
@@ -161,8 +161,7 @@ def community_settings(request: HttpRequest, access: Access) -> HttpResponse:
         try:
             services.community_update(community=community, **form.cleaned_data)
         except ValidationError as error:
-            for field, items in error.message_dict.items():
-                form.add_error(field if field in form.fields else None, items)
+            form_errors_add(form, error)
         else:
             messages.success(request, _("The settings were saved."))
             return redirect("communities:settings", slug=community.slug)

@@ -12,7 +12,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from communities import roster_csv, services
 from communities.decorators import community_view, request_user
-from communities.forms import BlockForm, HouseholdForm, RosterUploadForm
+from communities.forms import BlockForm, HouseholdForm, RosterUploadForm, form_errors_add
 from communities.invite_cards import invite_cards_pdf
 from communities.models import DeliveryMode, RosterImport
 from communities.params import int_param
@@ -30,14 +30,6 @@ def _pdf_response(data: bytes, filename: str) -> HttpResponse:
     response["Content-Disposition"] = f'inline; filename="{filename}"'
     response["Cache-Control"] = "no-store"
     return response
-
-
-def _form_errors(form: object, error: ValidationError) -> None:
-    if hasattr(error, "error_dict"):
-        for field, items in error.message_dict.items():
-            form.add_error(field if field in form.fields else None, items)  # type: ignore[attr-defined]
-    else:
-        form.add_error(None, error.messages)  # type: ignore[attr-defined]
 
 
 @community_view(staff=True)
@@ -59,7 +51,7 @@ def block_list(request: HttpRequest, access: Access) -> HttpResponse:
                     community=access.community, name=form.cleaned_data["name"]
                 )
             except ValidationError as error:
-                _form_errors(form, error)
+                form_errors_add(form, error)
             else:
                 messages.success(request, _("Block %(name)s was added.") % {"name": block.name})
                 return redirect("communities:block_list", slug=access.community.slug)
@@ -196,7 +188,7 @@ def household_create(request: HttpRequest, access: Access) -> HttpResponse:
                 community=access.community, data=services.HouseholdData(**form.cleaned_data)
             )
         except ValidationError as error:
-            _form_errors(form, error)
+            form_errors_add(form, error)
         else:
             messages.success(request, _("%(label)s was added.") % {"label": household.label})
             return redirect(
@@ -228,7 +220,7 @@ def household_edit(request: HttpRequest, access: Access, household_id: int) -> H
                 household=household, data=services.HouseholdData(**form.cleaned_data)
             )
         except ValidationError as error:
-            _form_errors(form, error)
+            form_errors_add(form, error)
         else:
             messages.success(request, _("The household was saved."))
             return redirect(
