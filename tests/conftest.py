@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
+from channels.layers import channel_layers
 from django.contrib.auth.models import User
+from django.test import override_settings
 
 from communities.models import Block, Community, Household, RoleKind
 from tests.factories import (
@@ -36,6 +40,34 @@ def service_unavailable(reason: str) -> None:
     if IN_CI or os.environ.get("KAIRAN_CI_SERVICES"):
         pytest.fail(reason)
     pytest.skip(reason)
+
+
+def _layer_config(kind: str, redis_url: str = "") -> dict[str, Any]:
+    if kind == "memory":
+        return {"BACKEND": "channels.layers.InMemoryChannelLayer"}
+    return {
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": [redis_url]},
+    }
+
+
+@pytest.fixture(params=["memory", "redis"])
+def layer(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run the test against one channel layer backend; the layers are rebuilt each time."""
+    redis = request.getfixturevalue("redis_url") if request.param == "redis" else ""
+    with override_settings(CHANNEL_LAYERS={"default": _layer_config(request.param, redis)}):
+        channel_layers.backends = {}
+        yield request.param
+    channel_layers.backends = {}
+
+
+@pytest.fixture
+def memory_layer() -> Iterator[None]:
+    """The in-memory layer, whatever REDIS_URL says, rebuilt for this test."""
+    with override_settings(CHANNEL_LAYERS={"default": _layer_config("memory")}):
+        channel_layers.backends = {}
+        yield
+    channel_layers.backends = {}
 
 
 @pytest.fixture

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from asgiref.sync import async_to_sync, sync_to_async
-from channels.layers import channel_layers, get_channel_layer
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
-from django.test import Client, override_settings
+from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
@@ -25,6 +22,7 @@ from communities.models import Block, DeliveryMode, Household, MemberKind, Paper
 from notifications.groups import ledger_block_group
 from tests.conftest import Town
 from tests.factories import HouseholdFactory, MemberFactory, UserFactory, give_role
+from tests.realtime import listen
 
 type Capture = Callable[..., Any]
 
@@ -350,38 +348,6 @@ def test_signoff_all_records_remaining_paper_households_only(town: Town, helper1
         assert rows[untouched.pk].confirmed_at is None
     # Nothing left: a second 全員確認 records nobody.
     assert paper.paper_signoff_all(circular=circular, block=town.block1, recorded_by=helper1) == 0
-
-
-@pytest.fixture
-def memory_layer() -> Iterator[None]:
-    with override_settings(
-        CHANNEL_LAYERS={"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
-    ):
-        channel_layers.backends = {}
-        yield
-    channel_layers.backends = {}
-
-
-def listen(groups: dict[str, str], action: Callable[[], None]) -> dict[str, list[dict[str, Any]]]:
-    async def scenario() -> dict[str, list[dict[str, Any]]]:
-        layer = get_channel_layer()
-        assert layer is not None
-        channels = {}
-        for name, group in groups.items():
-            channels[name] = await layer.new_channel()
-            await layer.group_add(group, channels[name])
-        await sync_to_async(action)()
-        received: dict[str, list[dict[str, Any]]] = {name: [] for name in groups}
-        for name, channel in channels.items():
-            while True:
-                try:
-                    message = await asyncio.wait_for(layer.receive(channel), 0.2)
-                except TimeoutError:
-                    break
-                received[name].append(message)
-        return received
-
-    return async_to_sync(scenario)()
 
 
 def test_signoff_events_reach_the_block_group_after_commit(

@@ -26,9 +26,9 @@ from circulars.questions import QuestionData
 from circulars.services import CircularData
 from communities.models import Block, Member
 from notifications.groups import ledger_block_group, ledger_totals_group
-from tests.circulars.test_paper import listen, memory_layer  # noqa: F401
 from tests.conftest import Town
 from tests.factories import HouseholdFactory, MemberFactory
+from tests.realtime import listen
 
 type Capture = Callable[..., Any]
 TOKYO = ZoneInfo("Asia/Tokyo")
@@ -396,7 +396,7 @@ def test_rows_follow_the_ledger_visibility(
 def test_answer_event_reaches_the_block_group_after_commit(
     town: Town,
     asking: tuple[Circular, dict[str, Question]],
-    memory_layer: None,  # noqa: F811
+    memory_layer: None,
     django_capture_on_commit_callbacks: Capture,
 ) -> None:
     circular, asked = asking

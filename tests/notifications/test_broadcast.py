@@ -5,12 +5,11 @@ The services are called for real; a test channel subscribed to a group is the li
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import async_to_sync
 from channels.layers import channel_layers, get_channel_layer
 from django.db import transaction
 from django.test import override_settings
@@ -22,6 +21,7 @@ from notifications.broadcast import Event, send_now
 from notifications.groups import household_group, ledger_block_group, ledger_totals_group
 from notifications.watchdog import probe
 from tests.conftest import Town
+from tests.realtime import listen
 
 DEAD_REDIS = "redis://127.0.0.1:1/0"
 
@@ -40,15 +40,6 @@ def layer_settings(backend: str, url: str = "") -> dict[str, Any]:
 
 
 @pytest.fixture
-def memory_layer() -> Iterator[None]:
-    """The in-memory layer, whatever REDIS_URL says, rebuilt for this test."""
-    with override_settings(CHANNEL_LAYERS=layer_settings("memory")):
-        channel_layers.backends = {}
-        yield
-    channel_layers.backends = {}
-
-
-@pytest.fixture
 def dead_layer() -> Iterator[None]:
     """The Redis pub/sub layer pointed at a port where nothing listens."""
     with override_settings(CHANNEL_LAYERS=layer_settings("redis", DEAD_REDIS)):
@@ -64,31 +55,6 @@ def publish(town: Town) -> Circular:
         data=CircularData(title="ごみ収集日の変更について"),
     )
     return services.circular_publish(circular=circular)
-
-
-def listen(groups: dict[str, str], action: Callable[[], None]) -> dict[str, list[dict[str, Any]]]:
-    """Subscribe one test channel per named group, run ``action`` (sync, on this thread, so
-    it shares the test's database connection), and return what each channel received."""
-
-    async def scenario() -> dict[str, list[dict[str, Any]]]:
-        layer = get_channel_layer()
-        assert layer is not None
-        channels = {}
-        for name, group in groups.items():
-            channels[name] = await layer.new_channel()
-            await layer.group_add(group, channels[name])
-        await sync_to_async(action)()
-        received: dict[str, list[dict[str, Any]]] = {name: [] for name in groups}
-        for name, channel in channels.items():
-            while True:
-                try:
-                    message = await asyncio.wait_for(layer.receive(channel), 0.2)
-                except TimeoutError:
-                    break
-                received[name].append(message)
-        return received
-
-    return async_to_sync(scenario)()
 
 
 def test_confirm_sends_row_to_its_block_and_totals_after_commit(

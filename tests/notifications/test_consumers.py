@@ -6,50 +6,25 @@ that production uses (needs a Redis; skips locally without one, fails in CI).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
-from asgiref.sync import async_to_sync, sync_to_async
-from channels.layers import channel_layers, get_channel_layer
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
-from django.contrib.auth.models import User
-from django.test import Client, override_settings
+from django.test import Client
 
 from config.asgi import application
 from notifications.broadcast import Event, send_now
 from notifications.groups import household_group, user_group
 from tests.conftest import Town
+from tests.realtime import run, session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 TIMEOUT = 5
 GOOD_ORIGIN = b"http://localhost"
-
-
-@pytest.fixture(params=["memory", "redis"])
-def layer(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Run the test against one channel layer backend; the layers are rebuilt each time."""
-    if request.param == "memory":
-        config: dict[str, Any] = {"BACKEND": "channels.layers.InMemoryChannelLayer"}
-    else:
-        redis_url = request.getfixturevalue("redis_url")
-        config = {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [redis_url]},
-        }
-    with override_settings(CHANNEL_LAYERS={"default": config}):
-        channel_layers.backends = {}
-        yield request.param
-    channel_layers.backends = {}
-
-
-def session_cookie(user: User) -> bytes:
-    client = Client()
-    client.force_login(user)
-    value = client.cookies[settings.SESSION_COOKIE_NAME].value
-    return f"{settings.SESSION_COOKIE_NAME}={value}".encode()
 
 
 def communicator(*, cookie: bytes | None = None, origin: bytes | None = GOOD_ORIGIN) -> Any:
@@ -64,21 +39,6 @@ def communicator(*, cookie: bytes | None = None, origin: bytes | None = GOOD_ORI
 async def send(group: str, event_type: str) -> None:
     """Broadcast as the services do: ``send_now`` from sync code, here on the test thread."""
     await sync_to_async(send_now)(groups=[group], event=Event(type=event_type))
-
-
-def run(scenario: Callable[[], Awaitable[None]]) -> None:
-    """Drive one async scenario; the layer's connections are closed on the same loop."""
-
-    async def wrapped() -> None:
-        try:
-            await scenario()
-        finally:
-            layer = get_channel_layer()
-            flush = getattr(layer, "flush", None)
-            if flush is not None and type(layer).__name__ == "RedisPubSubChannelLayer":
-                await flush()
-
-    async_to_sync(wrapped)()
 
 
 def test_anonymous_is_refused(layer: str, db: None) -> None:

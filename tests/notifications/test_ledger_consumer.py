@@ -7,16 +7,11 @@ and with the Redis pub/sub layer production uses (skips locally without Redis, f
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
-from asgiref.sync import async_to_sync, sync_to_async
-from channels.layers import channel_layers, get_channel_layer
+from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.conf import settings
-from django.contrib.auth.models import User
-from django.test import Client, override_settings
 
 from circulars import services
 from circulars.models import Circular, ReceiptMethod
@@ -24,35 +19,13 @@ from circulars.services import CircularData
 from communities.models import Block, Household
 from config.asgi import application
 from tests.conftest import Town
+from tests.realtime import run, session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 TIMEOUT = 5
 QUIET = 0.5
 GOOD_ORIGIN = b"http://localhost"
-
-
-@pytest.fixture(params=["memory", "redis"])
-def layer(request: pytest.FixtureRequest) -> Iterator[str]:
-    if request.param == "memory":
-        config: dict[str, Any] = {"BACKEND": "channels.layers.InMemoryChannelLayer"}
-    else:
-        redis_url = request.getfixturevalue("redis_url")
-        config = {
-            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [redis_url]},
-        }
-    with override_settings(CHANNEL_LAYERS={"default": config}):
-        channel_layers.backends = {}
-        yield request.param
-    channel_layers.backends = {}
-
-
-def session_cookie(user: User) -> bytes:
-    client = Client()
-    client.force_login(user)
-    value = client.cookies[settings.SESSION_COOKIE_NAME].value
-    return f"{settings.SESSION_COOKIE_NAME}={value}".encode()
 
 
 def ledger_socket(
@@ -76,20 +49,6 @@ def inbox_socket(cookie: bytes) -> WebsocketCommunicator:
     return WebsocketCommunicator(
         application, "/ws/inbox/", headers=[(b"cookie", cookie), (b"origin", GOOD_ORIGIN)]
     )
-
-
-def run(scenario: Callable[[], Awaitable[None]]) -> None:
-    """Drive one async scenario; the Redis layer's connections are closed on its loop."""
-
-    async def wrapped() -> None:
-        try:
-            await scenario()
-        finally:
-            layer = get_channel_layer()
-            if type(layer).__name__ == "RedisPubSubChannelLayer":
-                await layer.flush()
-
-    async_to_sync(wrapped)()
 
 
 def publish(

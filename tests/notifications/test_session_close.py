@@ -10,12 +10,12 @@ from django.test import Client
 
 from communities import services
 from tests.conftest import Town
-from tests.notifications.test_consumers import communicator, run
-from tests.notifications.test_consumers import layer as layer  # the fixture
+from tests.notifications.test_consumers import communicator
+from tests.realtime import run
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
-    # Both channel layers, via the fixture defined with the inbox consumer tests.
+    # Both channel layers (the conftest's fixture).
     pytest.mark.usefixtures("layer"),
 ]
 

@@ -18,7 +18,8 @@ from circulars.models import Circular
 from circulars.services import CircularData
 from config.asgi import application
 from tests.conftest import Town
-from tests.notifications.test_consumers import GOOD_ORIGIN, TIMEOUT, run, session_cookie
+from tests.notifications.test_consumers import GOOD_ORIGIN, TIMEOUT
+from tests.realtime import run, session_cookie
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
