@@ -21,8 +21,17 @@ class CircularStatus(models.TextChoices):
     PUBLISHED = "published", _("Published")
 
 
+class CircularKind(models.TextChoices):
+    NOTICE = "notice", _("Circular")
+    SAFETY = "safety", _("Safety check")
+
+
 class Circular(models.Model):
-    """A circular (回覧): what the board carries from house to house."""
+    """A circular (回覧): what the board carries from house to house.
+
+    A safety check (安否確認) is a circular too, so it reaches every household by the same
+    paths, phones and paper alike: always 緊急, answered 無事 / 支援が必要 per household.
+    """
 
     community = models.ForeignKey(Community, on_delete=models.CASCADE, related_name="circulars")
     author = models.ForeignKey(
@@ -33,6 +42,14 @@ class Circular(models.Model):
     priority = models.CharField(
         _("priority"), max_length=10, choices=Priority.choices, default=Priority.NORMAL
     )
+    kind = models.CharField(
+        max_length=10,
+        choices=CircularKind.choices,
+        default=CircularKind.NOTICE,
+        db_default=CircularKind.NOTICE,
+    )
+    # A drill (訓練): every screen, print and notification says so plainly.
+    drill = models.BooleanField(_("drill"), default=False, db_default=False)
     all_blocks = models.BooleanField(_("all blocks"), default=True)
     blocks = models.ManyToManyField(Block, blank=True, related_name="+")
     due_date = models.DateField(_("due date"), null=True, blank=True)
@@ -231,3 +248,45 @@ class Answer(models.Model):
 
     def __str__(self) -> str:
         return f"{self.question_id}/{self.receipt_id}"
+
+
+# --- 安否確認: safety reports -------------------------------------------------------------
+
+
+class SafetyStatus(models.TextChoices):
+    SAFE = "safe", _("Safe")
+    HELP = "help", _("Needs help")
+    # A visit or call that reached nobody: an attempt, not an answer.
+    ABSENT = "absent", _("No answer")
+
+
+class SafetyReport(models.Model):
+    """One report of a household's safety, append-only.
+
+    The household's status is its latest 無事 / 支援が必要 report by ``reported_at`` (the
+    moment of the tap, so a report queued offline and sent late does not overwrite a newer
+    visit); 不在 reports are attempts and never override an answer. ``key`` comes from the
+    client: a resent report (the service worker's offline queue) is the same row.
+    """
+
+    circular = models.ForeignKey(Circular, on_delete=models.CASCADE, related_name="+")
+    receipt = models.ForeignKey(Receipt, on_delete=models.CASCADE, related_name="safety_reports")
+    status = models.CharField(max_length=10, choices=SafetyStatus.choices)
+    note = models.CharField(max_length=200, blank=True, default="")
+    method = models.CharField(max_length=12, choices=ReceiptMethod.choices)
+    reported_at = models.DateTimeField()
+    created_at = models.DateTimeField(db_default=Now())
+    member = models.ForeignKey(
+        Member, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    recorded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    key = models.UUIDField(null=True, blank=True, unique=True)
+
+    class Meta:
+        ordering = ["-reported_at", "-id"]
+        indexes = [models.Index(fields=["receipt", "reported_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.receipt_id}:{self.status}"
