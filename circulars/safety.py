@@ -374,3 +374,81 @@ def safety_board_for(*, access: Access, circular_id: int) -> SafetyBoard:
 def household_safety(*, receipt: Receipt) -> SafetyReport | None:
     """The household's current answer (for the resident's page), or None."""
     return _current(receipt)
+
+# --- The 班長's recording screen and follow-up list ---------------------------------------
+
+# A check stays on the 班長's follow-up list this long after it started (as long as a queued
+# offline answer is still taken at its tap time).
+FOLLOWUP_FOR = MAX_QUEUE_AGE
+# The recording screen: who still needs a knock first, then needs help, then safe.
+RECORD_ORDER = {"": 0, SafetyStatus.HELP: 1, SafetyStatus.SAFE: 2}
+
+
+def safety_record_rows(*, circular: Circular, block: Block) -> list[Receipt]:
+    """The block's households for the recording screen: unknown first, then needs help,
+    then safe; round order within each."""
+    rows = safety_rows(circular=circular, block_ids=frozenset({block.pk}))
+    rows.sort(key=lambda row: RECORD_ORDER.get(row.safety_status or "", 0))  # type: ignore[attr-defined]
+    return rows
+
+
+def safety_record_row(*, circular: Circular, block: Block, household_id: int) -> Receipt:
+    """One household of the block's round, or 404 (another block, another association)."""
+    receipts = Receipt.objects.filter(
+        circular=circular, block=block, household_id=household_id, household__isnull=False
+    )
+    row = _annotated(receipts).select_related("household", "block").first()
+    if row is None:
+        raise Http404
+    return row
+
+
+def safety_history(*, receipt_ids: Iterable[int]) -> dict[int, list[SafetyReport]]:
+    """Every report of these households, the newest first (the screen shows who recorded
+    what, when). One query."""
+    history: dict[int, list[SafetyReport]] = {}
+    reports = (
+        SafetyReport.objects.filter(receipt_id__in=list(receipt_ids))
+        .select_related("recorded_by")
+        .order_by("-reported_at", "-id")
+    )
+    for report in reports:
+        history.setdefault(report.receipt_id, []).append(report)
+    return history
+
+
+@dataclass
+class SafetyFollowup:
+    circular: Circular
+    block: Block
+    counts: SafetyCounts
+    unknown: list[Receipt]  # paper households first, then round order
+
+
+def safety_followup(*, access: Access, now: datetime | None = None) -> list[SafetyFollowup]:
+    """Open safety checks on the 班長's follow-up list: per block of theirs, the households
+    nobody has heard from, at once (no waiting for the notification ladder), paper
+    households first since only a knock or a call reaches them."""
+    now = now or timezone.now()
+    checks = Circular.objects.filter(
+        community=access.community,
+        kind=CircularKind.SAFETY,
+        status=CircularStatus.PUBLISHED,
+        published_at__gte=now - FOLLOWUP_FOR,
+    ).order_by("-published_at", "-id")
+    block_ids = None if access.is_officer else access.block_ids
+    items: list[SafetyFollowup] = []
+    for check in checks:
+        blocks: dict[int, SafetyFollowup] = {}
+        for row in safety_rows(circular=check, block_ids=block_ids):
+            status = row.safety_status or ""  # type: ignore[attr-defined]
+            item = blocks.setdefault(
+                row.block_id, SafetyFollowup(check, row.block, SafetyCounts(), [])
+            )
+            item.counts.add(status)
+            if not status:
+                item.unknown.append(row)
+        for item in blocks.values():
+            item.unknown.sort(key=lambda row: not row.paper)  # type: ignore[attr-defined]
+        items.extend(blocks.values())
+    return items

@@ -27,7 +27,14 @@ from django.db.models import (
 )
 from django.http import Http404
 
-from circulars.models import Circular, CircularStatus, Priority, Receipt, ReceiptMethod
+from circulars.models import (
+    Circular,
+    CircularKind,
+    CircularStatus,
+    Priority,
+    Receipt,
+    ReceiptMethod,
+)
 from circulars.search import search_normalise
 from communities.models import Block, DeliveryMode, Member
 from communities.selectors import Access
@@ -374,14 +381,20 @@ def followup_receipts(*, access: Access, today: date | None = None) -> list[Rece
         channel=Channel.LEADER,
         status__in=[DeliveryStatus.SENT, DeliveryStatus.SENDING, DeliveryStatus.QUEUED],
     )
-    receipts = Receipt.objects.filter(
-        circular__community=access.community,
-        circular__status=CircularStatus.PUBLISHED,
-        confirmed_at__isnull=True,
-        household__isnull=False,
-    ).filter(
-        Q(circular__due_date__gte=today)
-        | Q(circular__due_date__isnull=True, circular__published_at__gte=recent)
+    receipts = (
+        Receipt.objects.filter(
+            circular__community=access.community,
+            circular__status=CircularStatus.PUBLISHED,
+            confirmed_at__isnull=True,
+            household__isnull=False,
+        )
+        # Safety checks have their own part of the list (safety.safety_followup): a
+        # confirmation without an answer would say nothing about the household.
+        .exclude(circular__kind=CircularKind.SAFETY)
+        .filter(
+            Q(circular__due_date__gte=today)
+            | Q(circular__due_date__isnull=True, circular__published_at__gte=recent)
+        )
     )
     if not access.is_officer:
         receipts = receipts.filter(block_id__in=access.block_ids)

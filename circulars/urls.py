@@ -1,6 +1,6 @@
 from django.urls import path
 
-from circulars import paper_views, question_views, views
+from circulars import paper_views, question_views, safety_record_views, views
 
 app_name = "circulars"
 
@@ -50,6 +50,11 @@ urlpatterns = [
         "circulars/<int:circular_id>/answers.csv",
         question_views.answers_csv,
         name="answers_csv",
+    ),
+    path(
+        "circulars/<int:circular_id>/safety/<int:block_id>/",
+        safety_record_views.record,
+        name="safety_record",
     ),
     path("inbox/", views.inbox, name="inbox"),
     path("followup/", views.followup, name="followup"),

@@ -19,7 +19,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
 
-from circulars import questions, selectors, services
+from circulars import questions, safety, selectors, services
 from circulars.forms import AttachmentForm, CircularForm, PublishForm
 from circulars.models import (
     PROXY_METHODS,
@@ -526,13 +526,15 @@ def ledger(request: HttpRequest, access: Access, circular_id: int) -> HttpRespon
 
 @community_view(staff=True, roster=True)
 def followup(request: HttpRequest, access: Access) -> HttpResponse:
-    """The 班長's phone view: who still needs a knock, a call or a hand-over."""
+    """The 班長's phone view: who still needs a knock, a call or a hand-over. An open
+    safety check comes first: every household of theirs nobody has heard from."""
     rows = selectors.followup_receipts(access=access)
     return render(
         request,
         "circulars/followup.html",
         {
             "access": access,
+            "safety_checks": safety.safety_followup(access=access),
             "rows": rows,
             "proxy_methods": PROXY_CHOICES,
         },
