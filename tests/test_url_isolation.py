@@ -401,3 +401,27 @@ def test_resident_gets_404_on_every_staff_page_of_own_community(town: Town) -> N
                 failures.append(f"{method.upper()} {url} ({route.name}): {response.status_code}")
     assert not failures, "\n".join(failures)
     assert _state() == before
+
+
+def test_safety_record_screen_with_a_real_safety_check(town: Town) -> None:
+    """The walk above uses a plain circular, where a safety page is 404 for everyone; here
+    a real safety check: a block's recording screen opens for its 班長 and the officers
+    only, and nobody else can record through it."""
+    from circulars.models import SafetyReport
+    from circulars.safety import safety_check_start
+
+    check = safety_check_start(community=town.community, author=town.chair, drill=True)
+    slug = town.community.slug
+    url = f"/c/{slug}/circulars/{check.pk}/safety/{town.block1.pk}/"
+    assert resolve(url).url_name == "safety_record"
+    data = {"household": town.household1.pk, "status": "safe"}
+    for who in ("other_chair", "other_resident", "resident1", "helper2"):
+        client = _client_for(getattr(town, who))
+        assert (client.get(url).status_code, client.post(url, data).status_code) == (404, 404), who
+    foreign = f"/c/{town.other_community.slug}/circulars/{check.pk}/safety/{town.block1.pk}/"
+    assert _client_for(town.other_chair).post(foreign, data).status_code == 404
+    anonymous = Client().post(url, data)
+    assert _is_login_redirect(anonymous)
+    assert not SafetyReport.objects.exists()
+    for who in ("leader1", "chair"):
+        assert _client_for(getattr(town, who)).get(url).status_code == 200, who
