@@ -114,6 +114,7 @@ MIDDLEWARE = [
     "allauth.account.middleware.AccountMiddleware",
     "communities.middleware.ResidentSessionRenewalMiddleware",
     "communities.middleware.VaryOnHtmxMiddleware",
+    "config.database_outage.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"

@@ -24,3 +24,5 @@ urlpatterns = [
     path("push/", include("notifications.push_urls")),
     path("sw.js", push_views.service_worker, name="service_worker"),
 ]
+
+handler500 = "config.database_outage.server_error"
