@@ -124,12 +124,23 @@ class InboxItem:
         return self.receipt.confirmed_at is not None
 
 
+# A safety check stays at the top of the inbox this long (so the answer can be changed).
+SAFETY_ON_TOP = timedelta(days=3)
+
+
 def inbox(*, access: Access, query: str = "", limit: int | None = 50) -> list[InboxItem]:
-    """The household's circulars: urgent (unconfirmed) first, then unconfirmed, then the rest.
+    """The household's circulars: safety checks (unanswered, or from the last days) first,
+    then urgent unconfirmed, then unconfirmed, then the rest.
 
     ``query`` is a plain substring match on title and text, which is what Japanese needs
     (「ごみ」 finds 「ごみ収集日の変更」: no word boundaries to tokenise on).
     """
+    from django.utils import timezone
+
+    recent = timezone.now() - SAFETY_ON_TOP
+    safety_on_top = Q(circular__kind=CircularKind.SAFETY) & (
+        Q(confirmed_at__isnull=True) | Q(circular__published_at__gte=recent)
+    )
     receipts = (
         Receipt.objects.filter(
             household_id__in=access.household_ids,
@@ -140,9 +151,10 @@ def inbox(*, access: Access, query: str = "", limit: int | None = 50) -> list[In
         # Ranked in SQL, so a limit never cuts an older urgent or unconfirmed circular.
         .annotate(
             rank=Case(
-                When(confirmed_at__isnull=False, then=Value(2)),
-                When(circular__priority=Priority.URGENT, then=Value(0)),
-                default=Value(1),
+                When(safety_on_top, then=Value(0)),
+                When(confirmed_at__isnull=False, then=Value(3)),
+                When(circular__priority=Priority.URGENT, then=Value(1)),
+                default=Value(2),
             )
         )
         .order_by("rank", "-circular__published_at", "-circular_id")
@@ -158,9 +170,14 @@ def inbox(*, access: Access, query: str = "", limit: int | None = 50) -> list[In
         items.append(InboxItem(circular=receipt.circular, receipt=receipt))
 
     def rank(item: InboxItem) -> tuple[int, int]:
+        if item.circular.kind == CircularKind.SAFETY and (
+            not item.confirmed
+            or (item.circular.published_at and item.circular.published_at >= recent)
+        ):
+            return (0, 0)
         if item.confirmed:
-            return (2, 0)
-        return (0 if item.circular.priority == Priority.URGENT else 1, 0)
+            return (3, 0)
+        return (1 if item.circular.priority == Priority.URGENT else 2, 0)
 
     items.sort(key=rank)  # stable: newest first inside each group
     return items[:limit] if limit else items

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from circulars import paper_views, question_views, safety_record_views, views
+from circulars import paper_views, question_views, safety_record_views, safety_views, views
 
 app_name = "circulars"
 
@@ -55,6 +55,13 @@ urlpatterns = [
         "circulars/<int:circular_id>/safety/<int:block_id>/",
         safety_record_views.record,
         name="safety_record",
+    ),
+    path("safety/start/", safety_views.safety_start, name="safety_start"),
+    path("circulars/<int:circular_id>/safety/", safety_views.safety_board, name="safety_board"),
+    path(
+        "circulars/<int:circular_id>/safety/answer/",
+        safety_views.safety_answer,
+        name="safety_answer",
     ),
     path("inbox/", views.inbox, name="inbox"),
     path("followup/", views.followup, name="followup"),

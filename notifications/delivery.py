@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
-from circulars.models import Priority, Receipt
+from circulars.models import CircularKind, Priority, Receipt
 from communities.models import Household, Member, RoleAssignment, RoleKind
 from communities.selectors import members_with_working_email
 from notifications.ladder import not_before_quiet_end
@@ -29,9 +29,9 @@ BACKOFF = [timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=15)]
 
 def _circular_url(delivery: Delivery) -> str:
     circular = delivery.circular
-    return reverse(
-        "circulars:detail", kwargs={"slug": circular.community.slug, "circular_id": circular.pk}
-    )
+    # A safety check opens straight on its one-tap answer page.
+    name = "circulars:safety_answer" if circular.kind == CircularKind.SAFETY else "circulars:detail"
+    return reverse(name, kwargs={"slug": circular.community.slug, "circular_id": circular.pk})
 
 
 def _push_to_household(delivery: Delivery, kind: str) -> tuple[bool, str]:
@@ -44,14 +44,18 @@ def _push_to_household(delivery: Delivery, kind: str) -> tuple[bool, str]:
             "user_id", flat=True
         )
     )
+    payload: dict[str, object] = {
+        # "safety": the phone shows 「安否確認」, and 【訓練】 first for a drill.
+        "type": "safety" if delivery.circular.kind == CircularKind.SAFETY else kind,
+        "id": delivery.circular_id,
+        "url": _circular_url(delivery),
+        "urgent": delivery.circular.priority == Priority.URGENT,
+    }
+    if delivery.circular.drill:
+        payload["drill"] = True
     outcome = push_send_to_users(
         user_ids=user_ids,
-        payload={
-            "type": kind,
-            "id": delivery.circular_id,
-            "url": _circular_url(delivery),
-            "urgent": delivery.circular.priority == Priority.URGENT,
-        },
+        payload=payload,
         # The same step for the same household always has the same topic: a retry
         # replaces an undelivered duplicate at the push service.
         topic=f"c{delivery.circular_id}-{delivery.step.replace(':', '-')}"[:32],

@@ -31,7 +31,7 @@ from django.utils.crypto import salted_hmac
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-from circulars.models import Circular, CircularStatus, Priority, Receipt
+from circulars.models import Circular, CircularKind, CircularStatus, Priority, Receipt
 from communities.models import Community, Member
 from communities.selectors import members_with_working_email
 
@@ -226,6 +226,10 @@ def _deliver(mails: list[tuple[Member | None, EmailMultiAlternatives]]) -> Email
 
 def _circular_subject(*, circular: Circular, community: Community, kind: str) -> str:
     values = {"community": community.name, "title": circular.title}
+    if circular.kind == CircularKind.SAFETY:
+        # The title carries 【訓練】 for a drill, so it leads the subject after the name.
+        # ja: 【%(community)s】%(title)s：ご無事かお知らせください
+        return _("[%(community)s] %(title)s: are you safe? Please answer") % values
     if kind == "reminder":
         # ja: 【%(community)s】まだ確認されていない回覧があります「%(title)s」
         return _("[%(community)s] Not yet confirmed: %(title)s") % values

@@ -100,6 +100,9 @@ RESIDENT_PAGES: set[str] = {
     "circulars:confirm",
     "circulars:attachment_file",
     "circulars:answers",
+    # 安否確認's one-tap answer page (404 here: the walk's circular is not a safety check;
+    # tests/circulars/test_safety_views.py covers the check itself).
+    "circulars:safety_answer",
 }
 
 PARAM_RE = re.compile(r"<(?:(?P<converter>[^>:]+):)?(?P<name>[^>]+)>")

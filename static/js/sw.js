@@ -6,6 +6,9 @@
 var BODY = "タップして開いてください";
 
 function titleFor(data) {
+  // A drill says so first, whatever it is: nobody may take a drill for a real disaster.
+  if (data.drill === true) { return "【訓練】" + titleFor({ type: data.type, urgent: data.urgent }); }
+  if (data.type === "safety") { return "安否確認: 無事か教えてください"; }
   if (data.type === "reminder") { return "確認をお願いします"; }
   if (data.type === "followup") { return "確認が必要な世帯があります"; }
   if (data.urgent) { return "緊急の回覧があります"; }
@@ -61,4 +64,104 @@ self.addEventListener("notificationclick", function (event) {
       return self.clients.openWindow(url);
     })
   );
+});
+
+/* 安否確認 offline queue. An answer POSTed to …/safety/answer/ without signal is kept in
+   IndexedDB and the page is told 「送信待ち」; it is sent again on Background Sync, when
+   the page says the phone is back online, and on the next request the page makes. Each
+   answer carries its own key, so sending it twice records it once. */
+var ANSWER_PATH = /^\/c\/[^/]+\/circulars\/\d+\/safety\/answer\/$/;
+var QUEUED_TEXT = "送信待ち: 電波が戻ったら自動で送ります";
+var flushing = null;
+// Unknown after a restart of the worker: look once, then only after something was kept.
+var maybeWaiting = true;
+
+function outbox(mode, work) {
+  return new Promise(function (resolve, reject) {
+    var opening = indexedDB.open("kairan", 1);
+    opening.onupgradeneeded = function () { opening.result.createObjectStore("outbox", { keyPath: "id", autoIncrement: true }); };
+    opening.onerror = function () { reject(opening.error); };
+    opening.onsuccess = function () {
+      var tx = opening.result.transaction("outbox", mode);
+      var request = work(tx.objectStore("outbox"));
+      tx.oncomplete = function () { opening.result.close(); resolve(request && request.result); };
+      tx.onerror = function () { opening.result.close(); reject(tx.error); };
+    };
+  });
+}
+
+function queued(json) {
+  if (json) {
+    return new Response(JSON.stringify({ queued: true, text: QUEUED_TEXT }), { status: 202, headers: { "Content-Type": "application/json" } });
+  }
+  return new Response("<!DOCTYPE html><html lang=\"ja\"><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>送信待ち</title><p style=\"font-size:24px;padding:16px\">" + QUEUED_TEXT + "</p>", { status: 202, headers: { "Content-Type": "text/html; charset=utf-8" } });
+}
+
+function keep(request) {
+  var json = (request.headers.get("Accept") || "").indexOf("application/json") !== -1;
+  return request.text().then(function (body) {
+    // A plain form POST has no tap time: the moment it failed is the moment of the tap.
+    if (!/(^|&)at=\d/.test(body)) { body = body.replace(/(^|&)at=[^&]*/, "") + "&at=" + Date.now(); }
+    return outbox("readwrite", function (store) { return store.add({ url: request.url, body: body }); });
+  }).then(function () {
+    maybeWaiting = true;
+    if (self.registration.sync) { self.registration.sync.register("kairan-outbox").catch(function () {}); }
+    return queued(json);
+  });
+}
+
+function tell(path, data) {
+  return self.clients.matchAll({ type: "window", includeUncontrolled: true }).then(function (windows) {
+    for (var i = 0; i < windows.length; i++) {
+      windows[i].postMessage({ type: "kairan-safety-sent", path: path, text: data.text || "" });
+    }
+  });
+}
+
+function sendOne(item) {
+  return fetch(item.url, {
+    method: "POST", credentials: "same-origin", body: item.body,
+    headers: { "Accept": "application/json", "Content-Type": "application/x-www-form-urlencoded" }
+  }).then(function (response) {
+    if (response.status === 429 || response.status >= 500) { throw new Error("later"); }
+    // Sent, or refused for good (400/403/404): either way it leaves the queue.
+    return outbox("readwrite", function (store) { return store.delete(item.id); }).then(function () {
+      if (!response.ok) { return null; }
+      return response.json().then(function (data) { return tell(new URL(item.url).pathname, data); }, function () {});
+    });
+  });
+}
+
+function flush() {
+  if (flushing) { return flushing; }
+  maybeWaiting = false;
+  flushing = outbox("readonly", function (store) { return store.getAll(); }).then(function (items) {
+    // In the order they were made: the server orders answers by tap time anyway.
+    return items.reduce(function (chain, item) { return chain.then(function () { return sendOne(item); }); }, Promise.resolve());
+  }).then(function () { flushing = null; }, function (error) { flushing = null; maybeWaiting = true; throw error; });
+  return flushing;
+}
+
+self.addEventListener("fetch", function (event) {
+  var request = event.request;
+  var url = new URL(request.url);
+  if (url.origin !== self.location.origin) { return; }
+  if (request.method === "POST" && ANSWER_PATH.test(url.pathname)) {
+    var copy = request.clone();
+    event.respondWith(fetch(request).then(function (response) {
+      flush().catch(function () {});
+      return response;
+    }, function () { return keep(copy); }));
+    return;
+  }
+  // Any other request: the phone may have signal again, so try the queue too.
+  if (maybeWaiting) { event.waitUntil(flush().catch(function () {})); }
+});
+
+self.addEventListener("sync", function (event) {
+  if (event.tag === "kairan-outbox") { event.waitUntil(flush()); }
+});
+
+self.addEventListener("message", function (event) {
+  if (event.data && event.data.type === "kairan-flush") { event.waitUntil(flush().catch(function () {})); }
 });
