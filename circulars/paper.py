@@ -14,6 +14,7 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Count, F, Q, QuerySet
+from django.http import Http404
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -63,6 +64,17 @@ def paper_households(*, circular: Circular, block: Block) -> list[Household]:
         for receipt in paper_receipts(circular=circular, block=block)
         if receipt.household
     ]
+
+
+def paper_receipt_get(*, circular: Circular, block: Block, household_id: int) -> Receipt:
+    """A household of the block's sign-off screen (its returned slip can be entered), or
+    404 for any other household."""
+    receipt = (
+        signoff_receipts(circular=circular, block=block).filter(household_id=household_id).first()
+    )
+    if receipt is None or receipt.household is None:
+        raise Http404
+    return receipt
 
 
 def _paper_receipt(circular: Circular, block: Block, household_id: int) -> Receipt:

@@ -11,7 +11,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 
-from circulars import paper, selectors
+from circulars import paper, questions, selectors
 from circulars.models import Circular, CircularStatus, ReceiptMethod
 from circulars.print_pack import print_pack_pdf
 from communities.decorators import community_view, request_user
@@ -145,12 +145,20 @@ def signoff(request: HttpRequest, access: Access, circular_id: int, block_id: in
             )
     receipts = list(paper.signoff_receipts(circular=circular, block=block))
     now = timezone.now()
+    # A circular that asks: each row can take the household's returned reply slip.
+    asks = questions.circular_has_questions(circular=circular)
+    summaries = (
+        questions.answers_summaries(circular=circular, receipt_ids=[r.pk for r in receipts])
+        if asks
+        else {}
+    )
     rows = [
         {
             "receipt": receipt,
             "can_undo": receipt.method == ReceiptMethod.PAPER
             and receipt.confirmed_at is not None
             and now - receipt.confirmed_at <= paper.UNDO_WINDOW,
+            "answers": summaries.get(receipt.pk),
         }
         for receipt in receipts
     ]
@@ -165,6 +173,7 @@ def signoff(request: HttpRequest, access: Access, circular_id: int, block_id: in
         "notice": notice,
         "undo_minutes": int(paper.UNDO_WINDOW.total_seconds() // 60),
         "user_id": user.pk,
+        "asks": asks,
     }
     template = "circulars/signoff.html"
     if request.headers.get("HX-Request"):

@@ -22,9 +22,16 @@ from django.contrib.auth.models import User
 from django.urls import reverse
 from django.utils import timezone, translation
 
-from circulars.models import AttachmentKind, Circular
+from circulars.models import Answer, AttachmentKind, Circular, CircularKind
 from circulars.paper import paper_distribution, paper_receipts
-from communities.models import Block, InviteKind, Member, PaperDistribution
+from communities.models import (
+    Block,
+    InviteKind,
+    Member,
+    PaperDistribution,
+    RoleAssignment,
+    RoleKind,
+)
 from communities.pdf import pdf_render, pdf_render_with_anchors, qr_png_data_uri
 from communities.selectors import user_display_name
 from communities.services import household_invite_issue
@@ -146,6 +153,51 @@ def _attachment_readers(circular: Circular) -> tuple[list[Any], list[str]]:
     return readers, failed
 
 
+PART_PREFIXES = ("cover-", "sheet-", "answers-", "label-", "slip-")
+# Questions per table of the 回覧 reply sheet: more would make columns too narrow to tick.
+SHEET_QUESTIONS_PER_TABLE = 3
+
+
+def _printed_text(text: str, furigana: bool) -> str:
+    """A question or option for paper: with furigana above the kanji when asked for."""
+    if not furigana:
+        return text
+    from circulars.furigana import furigana_segments, ruby_html
+
+    return ruby_html(furigana_segments(text))
+
+
+def _slip_questions(circular: Circular, furigana: bool) -> list[dict[str, Any]]:
+    """The circular's questions as the reply slip prints them (readings analysed once)."""
+    from circulars.questions import questions_for
+
+    return [
+        {
+            "number": number,
+            "kind": question.kind,
+            "prompt": _printed_text(question.prompt, furigana),
+            "choices": [_printed_text(choice, furigana) for choice in question.choices],
+        }
+        for number, question in enumerate(questions_for(circular=circular), start=1)
+    ]
+
+
+def _block_leader_names(block: Block) -> list[str]:
+    """Who collects the slips: the block's current 班長, by the name they go by."""
+    return [
+        user_display_name(user=role.user)
+        for role in RoleAssignment.objects.filter(
+            block=block, role=RoleKind.BLOCK_LEADER, ended_at__isnull=True
+        )
+        .select_related("user")
+        .order_by("pk")
+    ]
+
+
+def _chunks(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
 def print_pack_pdf(
     *,
     circular: Circular,
@@ -161,6 +213,12 @@ def print_pack_pdf(
     ``invite_block_ids``: blocks whose unjoined households get an invite QR on their copy
     (None: every block). Elsewhere the copy says to ask the 班長 instead.
     """
+    if circular.kind == CircularKind.SAFETY:  # a door-to-door checklist instead
+        from circulars.safety_print import safety_checklist_pdf
+
+        return safety_checklist_pdf(
+            circular=circular, blocks=blocks, base_url=base_url, printed_by=printed_by
+        )
     from pypdf import PdfReader, PdfWriter
 
     base = base_url.rstrip("/")
@@ -176,6 +234,18 @@ def print_pack_pdf(
         mode = paper_distribution(circular=circular)
         circulate = mode in (PaperDistribution.CIRCULATE, PaperDistribution.BOTH)
         each = mode in (PaperDistribution.EACH, PaperDistribution.BOTH)
+        # A circular that asks: a tear-off reply slip ends each household's copy, and the
+        # 回覧 copy carries a reply sheet with a row per household.
+        asked = _slip_questions(circular, furigana)
+        answered_ids = (
+            set(
+                Answer.objects.filter(question__circular=circular).values_list(
+                    "receipt__household_id", flat=True
+                )
+            )
+            if asked
+            else set()
+        )
 
         sections: list[dict[str, Any]] = []
         household_ids: list[int] = []
@@ -209,6 +279,7 @@ def print_pack_pdf(
                     {
                         "household": household,
                         "confirmed": receipt.confirmed_at is not None,
+                        "answered": household.pk in answered_ids,
                         "invite": invite,
                         "joined": joined,
                     }
@@ -228,6 +299,7 @@ def print_pack_pdf(
                     "households": households,
                     "signoff_qr": qr_png_data_uri(signoff_url, box_size=4),
                     "signoff_url": signoff_url,
+                    "leaders": _block_leader_names(block) if asked else [],
                 }
             )
 
@@ -242,16 +314,21 @@ def print_pack_pdf(
                 "circular_pages": len(circular_pdf.pages),
                 "attachment_pages": sum(len(r.pages) for r in readers),
                 "printed_on": timezone.localdate(),
+                "questions": asked,
+                "question_tables": _chunks(asked, SHEET_QUESTIONS_PER_TABLE),
+                "slip_large": large,
+                "furigana": furigana,
             },
         )
         extras = PdfReader(io.BytesIO(extras_pdf))
 
-    # Each part of the extras starts with an element id (cover-N, sheet-N, label-N); a part
-    # runs until the next one starts, so a long 回覧表 may take several pages.
+    # Each part of the extras starts with an element id (cover-N, sheet-N, answers-N,
+    # label-N, slip-N); a part runs until the next one starts, so a long 回覧表 or reply
+    # slip may take several pages.
     parts: dict[str, list[int]] = {}
     current = ""
     for index, names in enumerate(extras_anchors):
-        starts = sorted(name for name in names if name.startswith(("cover-", "sheet-", "label-")))
+        starts = sorted(name for name in names if name.startswith(PART_PREFIXES))
         if starts:
             current = starts[0]
         parts.setdefault(current, []).append(index)
@@ -273,12 +350,16 @@ def print_pack_pdf(
             add_circular()
             for index in parts.get(f"sheet-{block_id}", []):
                 writer.add_page(extras.pages[index])
+            for index in parts.get(f"answers-{block_id}", []):
+                writer.add_page(extras.pages[index])
         if each:
             for entry in section["households"]:
                 household_id = entry["household"].pk
                 for index in parts.get(f"label-{household_id}", []):
                     writer.add_page(extras.pages[index])
                 add_circular()
+                for index in parts.get(f"slip-{household_id}", []):
+                    writer.add_page(extras.pages[index])
     out = io.BytesIO()
     writer.add_metadata({"/Title": circular.title, "/Creator": "Kairan"})
     writer.write(out)

@@ -4,20 +4,32 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.functional import Promise
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_http_methods, require_POST
 
-from circulars import questions, selectors
-from circulars.models import CircularStatus, Question, QuestionKind, ReceiptMethod
-from circulars.views import _editable, _member_for, _ruby
+from circulars import paper, questions, selectors
+from circulars.models import (
+    Circular,
+    CircularStatus,
+    Question,
+    QuestionKind,
+    Receipt,
+    ReceiptMethod,
+)
+from circulars.paper_views import _block_of, _published
+from circulars.views import PROXY_CHOICES, _editable, _member_for, _ruby
 from communities.decorators import community_view, request_user
 from communities.params import int_param
+from communities.ratelimit import rate_limited, too_many
 from communities.selectors import Access
 
 FIELD = re.compile(r"q([0-9]{1,10})(?:-attending|-people|-shown)?")
@@ -48,10 +60,20 @@ def _posted_values(request: HttpRequest, asked: list[Question]) -> dict[int, Any
     return values
 
 
+def _field_errors(error: ValidationError) -> dict[str, str]:
+    """Errors keyed by form field (``q12``, ``method``); empty for a message without one."""
+    return {
+        name: " ".join(items)
+        for name, items in (error.message_dict if hasattr(error, "error_dict") else {}).items()
+    }
+
+
 @community_view()
 @require_POST
 def answers_submit(request: HttpRequest, access: Access, circular_id: int) -> HttpResponse:
     """「回答して確認する」: the member's own household answers, and so confirms."""
+    if rate_limited(scope="answer", key=str(access.user_id)):
+        return too_many(request)
     circular, receipt = selectors.circular_get_for_member(access=access, circular_id=circular_id)
     if receipt.household is None:
         raise Http404
@@ -69,10 +91,7 @@ def answers_submit(request: HttpRequest, access: Access, circular_id: int) -> Ht
         messages.error(request, " ".join(error.messages))
         return redirect("circulars:detail", slug=access.community.slug, circular_id=circular.pk)
     except ValidationError as error:
-        errors = {
-            name: " ".join(items)
-            for name, items in (error.message_dict if hasattr(error, "error_dict") else {}).items()
-        }
+        errors = _field_errors(error)
         return render(
             request,
             "circulars/circular_detail.html",
@@ -156,3 +175,123 @@ def answers_csv(request: HttpRequest, access: Access, circular_id: int) -> HttpR
     response["Content-Disposition"] = f'attachment; filename="answers-{sheet.circular.pk}.csv"'
     response["Cache-Control"] = "private, no-store"
     return response
+
+
+# --- Staff record a household's answers: a returned paper slip, or by hand/phone/visit ---
+
+
+def _record_page(
+    request: HttpRequest,
+    access: Access,
+    *,
+    circular: Circular,
+    receipt: Receipt,
+    methods: Sequence[tuple[str, str | Promise]] | None,
+    back_url: str,
+    back_name: str = "",
+) -> HttpResponse:
+    """The answer form for one household, filled in by staff. ``methods``: the proxy ways
+    to choose from, or None for a paper slip. Saved answers count as the household's own."""
+    household = receipt.household
+    asked = questions.questions_for(circular=circular)
+    if household is None or not asked:
+        raise Http404
+    method = ReceiptMethod.PAPER if methods is None else request.POST.get("method", "")
+    values: dict[int, Any] | None = None
+    errors: dict[str, str] = {}
+    error_text = ""
+    if request.method == "POST":
+        values = _posted_values(request, asked)
+        try:
+            result = questions.answers_record(
+                circular=circular,
+                household=household,
+                values=values,
+                recorded_by=request_user(request),
+                method=method,
+            )
+        except ValidationError as error:
+            errors = _field_errors(error)
+            error_text = "" if errors else " ".join(error.messages)
+        else:
+            if result.late:
+                # ja: %(household)sの回答を「期限後」として記録しました。
+                notice = _("The answers of %(household)s were recorded, marked as late.")
+            else:
+                # ja: %(household)sの回答を記録しました。確認済みにもなりました。
+                notice = _("The answers of %(household)s were recorded and marked as read.")
+            messages.success(request, notice % {"household": household.label})
+            return redirect(back_url)
+    response = render(
+        request,
+        "circulars/answer_record.html",
+        {
+            "access": access,
+            "circular": circular,
+            "household": household,
+            "answer_form": questions.answer_form(
+                circular=circular, receipt=receipt, posted=values, errors=errors
+            ),
+            "answer_error": error_text,
+            "methods": methods,
+            "method": method,
+            "method_error": errors.get("method", ""),
+            "late": questions.answers_closed(circular=circular),
+            "back_url": back_url,
+            "back_name": back_name,
+        },
+        status=400 if errors or error_text else 200,
+    )
+    return response
+
+
+@community_view(staff=True, roster=True)
+@require_http_methods(["GET", "POST"])
+def paper_answers(
+    request: HttpRequest, access: Access, circular_id: int, block_id: int, household_id: int
+) -> HttpResponse:
+    """「回答を入力」 on the sign-off screen: a returned reply slip, typed in by the helper.
+    Who may: as for recording the sign-off sheet of that block."""
+    circular = _published(access, circular_id)
+    block = _block_of(access, circular, block_id)
+    receipt = paper.paper_receipt_get(circular=circular, block=block, household_id=household_id)
+    back = reverse(
+        "circulars:paper_signoff",
+        kwargs={"slug": access.community.slug, "circular_id": circular.pk, "block_id": block.pk},
+    )
+    return _record_page(
+        request,
+        access,
+        circular=circular,
+        receipt=receipt,
+        methods=None,
+        back_url=back,
+        # ja: 確認印の記録に戻る
+        back_name=_("Back to the sign-off sheet"),
+    )
+
+
+@community_view(staff=True, roster=True)
+@require_http_methods(["GET", "POST"])
+def answers_proxy(
+    request: HttpRequest, access: Access, circular_id: int, household_id: int
+) -> HttpResponse:
+    """A household's answers taken by hand, phone or visit, entered by staff who see the
+    household on the ledger (officers every block, 班長 and helpers their own)."""
+    circular = _published(access, circular_id)
+    receipt = selectors.ledger_row(access=access, circular=circular, household_id=household_id)
+    to_ledger = request.GET.get("back") == "ledger"
+    back = reverse(
+        "circulars:ledger" if to_ledger else "circulars:answers_summary",
+        kwargs={"slug": access.community.slug, "circular_id": circular.pk},
+    )
+    return _record_page(
+        request,
+        access,
+        circular=circular,
+        receipt=receipt,
+        methods=PROXY_CHOICES,
+        back_url=back,
+        # ja: 配布状況に戻る / 回答の集計に戻る
+        back_name=_("Back to the delivery status") if to_ledger else _("Back to the answers"),
+    )

@@ -343,6 +343,57 @@ def answers_submit(
     return AnswersResult(receipt=receipt, answers=existing, late=late, confirmed=confirmed)
 
 
+@transaction.atomic
+def answers_record(
+    *,
+    circular: Circular,
+    household: Household,
+    values: dict[int, Any],
+    recorded_by: User,
+    method: str,
+    now: datetime | None = None,
+) -> AnswersResult:
+    """Staff record a household's answers: a returned paper slip (``PAPER``) or an answer
+    given by hand, phone or visit (``PROXY_METHODS``).
+
+    They count exactly as the household's own answers and confirm the circular as the
+    paper sign-off or proxy tap would. After the due date they are still taken, marked late.
+    The caller checks that the household is one the staff member may see.
+    """
+    if method not in LATE_METHODS:
+        # ja: どのように回答を受けたかを選んでください。
+        raise ValidationError({"method": _("Choose how the household gave its answers.")})
+    return answers_submit(
+        circular=circular,
+        household=household,
+        values=values,
+        member=None,
+        recorded_by=recorded_by,
+        method=method,
+        now=now,
+    )
+
+
+def answers_summaries(*, circular: Circular, receipt_ids: list[int]) -> dict[int, str]:
+    """A one-line summary of each receipt's answers (「はい / 出席 2人」), for the rows of
+    the sign-off screen. Receipts without answers are left out. Two queries."""
+    asked = {question.pk: question for question in questions_for(circular=circular)}
+    found: dict[int, dict[int, Any]] = {}
+    for receipt_id, question_id, value in Answer.objects.filter(
+        receipt_id__in=receipt_ids, question__circular=circular
+    ).values_list("receipt_id", "question_id", "value"):
+        found.setdefault(receipt_id, {})[question_id] = value
+    summaries = {}
+    for receipt_id, values in found.items():
+        parts = [
+            answer_display(question, values[question.pk])
+            for question in asked.values()
+            if question.pk in values
+        ]
+        summaries[receipt_id] = " / ".join(part for part in parts if part)
+    return summaries
+
+
 def answers_for_receipt(*, receipt: Receipt) -> dict[int, Answer]:
     return {answer.question_id: answer for answer in Answer.objects.filter(receipt=receipt)}
 
@@ -422,6 +473,11 @@ class AnswerRow:
     answered: bool
     late: bool
     method: str
+
+    @property
+    def method_label(self) -> str:
+        """App, paper slip, phone...: how the answers came (blank when mixed)."""
+        return str(dict(ReceiptMethod.choices).get(self.method, ""))
 
 
 @dataclass

@@ -47,14 +47,19 @@ urlpatterns = [
         name="answers_summary",
     ),
     path(
+        "circulars/<int:circular_id>/answers/<int:household_id>/",
+        question_views.answers_proxy,
+        name="answers_proxy",
+    ),
+    path(
+        "circulars/<int:circular_id>/paper/<int:block_id>/<int:household_id>/answers/",
+        question_views.paper_answers,
+        name="paper_answers",
+    ),
+    path(
         "circulars/<int:circular_id>/answers.csv",
         question_views.answers_csv,
         name="answers_csv",
-    ),
-    path(
-        "circulars/<int:circular_id>/safety/<int:block_id>/",
-        safety_record_views.record,
-        name="safety_record",
     ),
     path("safety/start/", safety_views.safety_start, name="safety_start"),
     path("circulars/<int:circular_id>/safety/", safety_views.safety_board, name="safety_board"),
@@ -62,6 +67,11 @@ urlpatterns = [
         "circulars/<int:circular_id>/safety/answer/",
         safety_views.safety_answer,
         name="safety_answer",
+    ),
+    path(
+        "circulars/<int:circular_id>/safety/<int:block_id>/",
+        safety_record_views.record,
+        name="safety_record",
     ),
     path("inbox/", views.inbox, name="inbox"),
     path("followup/", views.followup, name="followup"),

@@ -573,6 +573,7 @@ def ledger_proxy(
                 "circular": circular,
                 "row": row,
                 "proxy_methods": PROXY_CHOICES,
+                "has_questions": questions.circular_has_questions(circular=circular),
             },
         )
     return redirect("circulars:ledger", slug=access.community.slug, circular_id=circular.pk)

@@ -18,6 +18,7 @@ LIMITS: dict[str, tuple[int, int]] = {
     "join": (20, 600),  # invite-card redemption and typed codes, per address
     "join-miss": (10, 600),  # wrong typed codes, per address: slows down guessing
     "confirm": (60, 60),  # 確認しました, per person
+    "answer": (30, 60),  # 回答して確認する, per person
 }
 
 
