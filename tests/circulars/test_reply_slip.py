@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -92,7 +93,7 @@ def leader(town: Town) -> str:
 
 
 @pytest.fixture(autouse=True)
-def _june() -> object:
+def _june() -> Iterator[time_machine.Coordinates]:
     with time_machine.travel(datetime(2026, 6, 1, 9, 0, tzinfo=TOKYO), tick=False) as traveller:
         yield traveller
 
