@@ -30,7 +30,7 @@ AFTER_DUE = datetime(2026, 6, 6, 9, 0, tzinfo=TOKYO)
 
 
 @pytest.fixture(autouse=True)
-def _june() -> Iterator[time_machine.Coordinates]:
+def _june() -> Iterator[time_machine.Traveller]:
     with time_machine.travel(JUNE_1, tick=False) as traveller:
         yield traveller
 
@@ -106,7 +106,7 @@ def test_staff_record_refuses_a_method_that_is_not_paper_or_proxy(town: Town) ->
     assert not Answer.objects.exists()
 
 
-def test_late_staff_answers_are_taken_and_marked(town: Town, _june: time_machine.Coordinates) -> None:
+def test_late_staff_answers_are_taken_and_marked(town: Town, _june: time_machine.Traveller) -> None:
     circular, single, _attendance, aoki = asking(town)
     _june.move_to(AFTER_DUE)
     result = questions.answers_record(
@@ -206,7 +206,7 @@ def test_unknown_question_in_a_slip_is_404(town: Town) -> None:
 
 
 def test_slip_after_the_due_date_is_taken_and_marked_late(
-    town: Town, _june: time_machine.Coordinates
+    town: Town, _june: time_machine.Traveller
 ) -> None:
     circular, single, attendance, aoki = asking(town)
     _june.move_to(AFTER_DUE)
@@ -295,7 +295,7 @@ def test_proxy_follows_the_ledgers_visibility(town: Town) -> None:
 
 
 def test_resident_answers_are_limited_per_person_and_recover(
-    town: Town, _june: time_machine.Coordinates
+    town: Town, _june: time_machine.Traveller
 ) -> None:
     circular, single, _attendance, _aoki = asking(town)
     client = client_for(town.resident1)

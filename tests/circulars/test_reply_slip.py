@@ -93,7 +93,7 @@ def leader(town: Town) -> str:
 
 
 @pytest.fixture(autouse=True)
-def _june() -> Iterator[time_machine.Coordinates]:
+def _june() -> Iterator[time_machine.Traveller]:
     with time_machine.travel(datetime(2026, 6, 1, 9, 0, tzinfo=TOKYO), tick=False) as traveller:
         yield traveller
 
