@@ -181,3 +181,24 @@ class SafetyOfflineTests(SafetyScene):
         page.screenshot(path=SCREENSHOTS / "safety-answer-nojs.png", full_page=True)
         [report] = SafetyReport.objects.filter(circular=self.check)
         self.assertEqual(report.status, SafetyStatus.HELP)
+
+
+class SafetyStartTests(SafetyScene):
+    def test_the_chair_starts_a_drill_from_the_circular_list(self) -> None:
+        page = self.new_page(user=self.chair)
+        page.goto(self.url(f"/c/{self.check.community.slug}/circulars/"))
+        page.get_by_role("link", name=ja("Start a safety check")).click()
+        self.page_check(page, "safety-start")
+        page.get_by_label(ja("Drill (practice)")).check()
+        page.get_by_label(ja("A short message (optional)")).fill("避難訓練です。")
+        page.get_by_role("button", name=ja("Check before sending")).click()
+        expect(page.locator(".drill-banner")).to_be_visible()
+        self.page_check(page, "safety-start-confirm")
+        self.assertEqual(Circular.objects.count(), 1, "nothing is sent before confirming")
+        page.get_by_role("button", name=ja("Send the drill")).click()
+        expect(page.locator("#board-body")).to_be_visible()
+        newest = Circular.objects.order_by("-pk").first()
+        assert newest is not None
+        self.assertEqual((newest.drill, newest.body), (True, "避難訓練です。"))
+        self.assertTrue(page.url.endswith(f"/circulars/{newest.pk}/safety/"))
+        self.assert_clean_console()
