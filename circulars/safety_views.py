@@ -12,9 +12,11 @@ import uuid
 from datetime import UTC, datetime
 
 from django import forms
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import formats, timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -201,44 +203,52 @@ def _status_text(report: SafetyReport | None) -> str:
     return _("You told us you are safe. %(time)s") % {"time": when}
 
 
-@community_view()
-@require_http_methods(["GET", "POST"])
-def safety_answer(request: HttpRequest, access: Access, circular_id: int) -> HttpResponse:
-    """無事 / 支援が必要 in one tap. A POST carries a client key (a resend is the same
-    answer) and, when sent late from the offline queue, the moment of the tap."""
-    if request.method == "POST" and rate_limited(scope="confirm", key=str(access.user_id)):
-        return too_many(request)
-    circular, receipt, household = _answerable(access, circular_id)
-    if request.method == "GET":
-        receipt = services.receipt_open(circular=circular, household=household)
-        current = safety.household_safety(receipt=receipt)
-        return render(
-            request,
-            "circulars/safety/answer.html",
-            {
-                "access": access,
-                "circular": circular,
-                "current": current,
-                "current_text": _status_text(current),
-                "key": uuid.uuid4(),
-                "suggestions": safety.NOTE_SUGGESTIONS,
-                "queued": request.GET.get("queued") == "1",
-            },
-        )
+def answer_page(
+    request: HttpRequest, *, circular: Circular, household: Household, back_url: str
+) -> HttpResponse:
+    """The tiny page (also behind a mail's signed link, for households without the app)."""
+    receipt = services.receipt_open(circular=circular, household=household)
+    current = safety.household_safety(receipt=receipt)
+    return render(
+        request,
+        "circulars/safety/answer.html",
+        {
+            "circular": circular,
+            "action": request.path,
+            "back_url": back_url,
+            "current": current,
+            "current_text": _status_text(current),
+            "key": uuid.uuid4(),
+            "suggestions": safety.NOTE_SUGGESTIONS,
+        },
+    )
+
+
+def answer_record(
+    request: HttpRequest,
+    *,
+    circular: Circular,
+    household: Household,
+    method: str,
+    member: Member | None,
+    recorded_by: User | None,
+) -> HttpResponse | None:
+    """Record a POSTed answer: an error response (400 naming the field), the JSON reply the
+    service worker wants, or None for a form post (the caller redirects)."""
     status = request.POST.get("status", "")
     if status not in safety.ANSWERS:
         return _bad(request, "status", _("Choose 「Safe」 or 「Needs help」."))
     try:
         key = uuid.UUID(request.POST.get("key", ""))
     except ValueError:
-        # ja: 送信の印が読めません。ページを開き直してもう一度押してください。
+        # ja: 回答を読み取れませんでした。ページを開き直して、もう一度押してください。
         return _bad(
             request, "key", _("The answer could not be read. Reload the page and tap again.")
         )
     try:
         at = _tap_time(request.POST.get("at", "").strip())
     except (ValueError, OverflowError, OSError):
-        # ja: 押した時刻が読めません。
+        # ja: 押した時刻を読み取れませんでした。
         return _bad(request, "at", _("The time of the tap could not be read."))
     picks = request.POST.getlist("pick")
     if any(pick not in safety.NOTE_SUGGESTIONS for pick in picks):
@@ -250,24 +260,52 @@ def safety_answer(request: HttpRequest, access: Access, circular_id: int) -> Htt
             circular=circular,
             household=household,
             status=status,
-            method=ReceiptMethod.APP,
+            method=method,
             note=note,
-            member=Member.objects.filter(household=household, user_id=access.user_id).first(),
-            recorded_by=request_user(request),
+            member=member,
+            recorded_by=recorded_by,
             key=key,
             at=at,
         )
     except ValidationError as error:
         field, messages = next(iter(error.message_dict.items()))
         return _bad(request, field, " ".join(messages))
+    if not _wants_json(request):
+        return None
     current = safety.household_safety(receipt=result.report.receipt)
-    if _wants_json(request):
-        return JsonResponse(
-            {
-                "status": result.status,
-                "replay": result.replay,
-                "superseded": result.superseded,
-                "text": _status_text(current),
-            }
+    return JsonResponse(
+        {
+            "status": result.status,
+            "replay": result.replay,
+            "superseded": result.superseded,
+            "text": _status_text(current),
+        }
+    )
+
+
+@community_view()
+@require_http_methods(["GET", "POST"])
+def safety_answer(request: HttpRequest, access: Access, circular_id: int) -> HttpResponse:
+    """無事 / 支援が必要 in one tap. A POST carries a client key (a resend is the same
+    answer) and, when sent late from the offline queue, the moment of the tap."""
+    if request.method == "POST" and rate_limited(scope="confirm", key=str(access.user_id)):
+        return too_many(request)
+    circular, _receipt, household = _answerable(access, circular_id)
+    if request.method == "GET":
+        return answer_page(
+            request,
+            circular=circular,
+            household=household,
+            back_url=reverse("circulars:inbox", args=[access.community.slug]),
         )
+    response = answer_record(
+        request,
+        circular=circular,
+        household=household,
+        method=ReceiptMethod.APP,
+        member=Member.objects.filter(household=household, user_id=access.user_id).first(),
+        recorded_by=request_user(request),
+    )
+    if response is not None:
+        return response
     return redirect("circulars:safety_answer", slug=access.community.slug, circular_id=circular.pk)

@@ -476,3 +476,43 @@ def test_push_says_drill_and_opens_the_answer_page(
     }
     worker = Path(str(finders.find("js/sw.js"))).read_text(encoding="utf-8")
     assert 'return "【訓練】" + titleFor(' in worker
+
+
+def test_a_household_with_mail_only_answers_from_the_mails_link(town: Town) -> None:
+    from django.core import mail
+
+    from notifications.email import email_send_circular
+    from tests.notifications.test_ladder import give_email
+
+    give_email(town.household2, "tanaka@example.jp")
+    check = start(town, message="震度5強の訓練です")
+    mail.outbox = []
+    receipt = Receipt.objects.get(circular=check, household=town.household2)
+    email_send_circular(receipt=receipt, kind="new")
+    [message] = mail.outbox
+    assert "【訓練】安否確認" in message.subject
+    assert "震度5強の訓練です" in str(message.body)
+    link = re.search(r"https?://\S+/e/\S+/", str(message.body))
+    assert link is not None
+    path = link.group(0).split("://", 1)[1].split("/", 1)[1]
+    phone = Client(enforce_csrf_checks=True)  # not logged in: the token is the credential
+    page = phone.get("/" + path)
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert 'name="status" value="help"' in html and 'class="drill"' in html
+    token = phone.cookies["csrftoken"].value
+    key = str(uuid.uuid4())
+    for _ in range(2):  # a resend records nothing new
+        response = phone.post(
+            "/" + path, {"csrfmiddlewaretoken": token, "status": "help", "key": key}
+        )
+        assert response.status_code == 302
+    [report] = reports(check)
+    assert (report.status, report.method, report.receipt_id) == (
+        SafetyStatus.HELP,
+        ReceiptMethod.EMAIL,
+        receipt.pk,
+    )
+    bad = phone.post("/" + path, {"csrfmiddlewaretoken": token, "status": "?", "key": key})
+    assert bad.status_code == 400
+    assert 'data-field="status"' in bad.content.decode()
