@@ -516,3 +516,13 @@ def test_a_household_with_mail_only_answers_from_the_mails_link(town: Town) -> N
     bad = phone.post("/" + path, {"csrfmiddlewaretoken": token, "status": "?", "key": key})
     assert bad.status_code == 400
     assert 'data-field="status"' in bad.content.decode()
+
+
+def test_ledger_of_a_drill_says_so_and_links_to_the_board(town: Town) -> None:
+    check = start(town)
+    html = client_for(town.chair).get(url(town, "ledger", check.pk)).content.decode()
+    assert "drill-notice" in html
+    assert url(town, "safety_board", check.pk) in html
+    real = start(town, drill=False)
+    html = client_for(town.chair).get(url(town, "ledger", real.pk)).content.decode()
+    assert "drill-notice" not in html
