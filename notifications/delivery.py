@@ -1,8 +1,10 @@
-"""Sending one planned notification step. Runs in the task worker; idempotent.
+"""Sending planned notification steps. Runs in the task worker; idempotent.
 
 A row is claimed with a conditional update (pending/queued → sending), so two workers never
 send the same step; a row whose household has confirmed meanwhile is skipped; a failure
-is retried with back-off a bounded number of times, and the ledger row shows it.
+is retried with back-off a bounded number of times, and the ledger row shows it. Rows are
+handed to the worker in batches (one task per ``HAND_OVER_BATCH`` rows); within a batch
+each row is still claimed on its own, so overlapping batches send nothing twice.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 from datetime import datetime, timedelta
 
 from django.db import transaction
+from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
@@ -34,16 +37,7 @@ def _circular_url(delivery: Delivery) -> str:
     return reverse(name, kwargs={"slug": circular.community.slug, "circular_id": circular.pk})
 
 
-def _push_to_household(delivery: Delivery, kind: str) -> tuple[bool, str]:
-    from notifications.push import push_send_to_users
-
-    receipt = delivery.receipt
-    assert receipt is not None and receipt.household_id is not None
-    user_ids = list(
-        Member.objects.filter(household_id=receipt.household_id, user__is_active=True).values_list(
-            "user_id", flat=True
-        )
-    )
+def _push_payload(delivery: Delivery, kind: str) -> dict[str, object]:
     payload: dict[str, object] = {
         # "safety": the phone shows 「安否確認」, and 【訓練】 first for a drill.
         "type": "safety" if delivery.circular.kind == CircularKind.SAFETY else kind,
@@ -53,19 +47,61 @@ def _push_to_household(delivery: Delivery, kind: str) -> tuple[bool, str]:
     }
     if delivery.circular.drill:
         payload["drill"] = True
-    outcome = push_send_to_users(
-        user_ids=user_ids,
-        payload=payload,
-        # The same step for the same household always has the same topic: a retry
-        # replaces an undelivered duplicate at the push service.
-        topic=f"c{delivery.circular_id}-{delivery.step.replace(':', '-')}"[:32],
-        urgency="high" if delivery.circular.priority == Priority.URGENT else "normal",
+    return payload
+
+
+def _push_kind(delivery: Delivery) -> str:
+    return "reminder" if delivery.step.startswith("reminder:") else "circular"
+
+
+def _push_to_households(deliveries: list[Delivery]) -> list[tuple[bool, str]]:
+    """Push steps for households, sent together: one query for the members, one for the
+    subscriptions, the requests in parallel. One (ok, error) per delivery, in order."""
+    from notifications.push import PushMessage, push_send_many
+
+    household_ids = set()
+    for delivery in deliveries:
+        assert delivery.receipt is not None and delivery.receipt.household_id is not None
+        household_ids.add(delivery.receipt.household_id)
+    users: dict[int, list[int]] = {}
+    for household_id, user_id in Member.objects.filter(
+        household_id__in=household_ids, user__is_active=True
+    ).values_list("household_id", "user_id"):
+        users.setdefault(household_id, []).append(user_id)
+
+    def users_of(delivery: Delivery) -> list[int]:
+        assert delivery.receipt is not None and delivery.receipt.household_id is not None
+        return users.get(delivery.receipt.household_id, [])
+
+    outcomes = push_send_many(
+        messages=[
+            PushMessage(
+                user_ids=users_of(delivery),
+                payload=_push_payload(delivery, _push_kind(delivery)),
+                # The same step for the same household always has the same topic: a retry
+                # replaces an undelivered duplicate at the push service.
+                topic=f"c{delivery.circular_id}-{delivery.step.replace(':', '-')}"[:32],
+                urgency="high" if delivery.circular.priority == Priority.URGENT else "normal",
+            )
+            for delivery in deliveries
+        ]
     )
-    if outcome.sent:
-        return True, ""
-    if not PushSubscription.objects.filter(user_id__in=user_ids).exists():
-        _contact_check(receipt.household_id, delivery)
-    return False, "; ".join(outcome.errors)[:300] or _("no phone could be reached")
+    unreached = [d for d, outcome in zip(deliveries, outcomes, strict=True) if not outcome.sent]
+    subscribed = set(
+        PushSubscription.objects.filter(
+            user_id__in={user_id for delivery in unreached for user_id in users_of(delivery)}
+        ).values_list("user_id", flat=True)
+    )
+    results = []
+    for delivery, outcome in zip(deliveries, outcomes, strict=True):
+        if outcome.sent:
+            results.append((True, ""))
+            continue
+        if not subscribed.intersection(users_of(delivery)):
+            assert delivery.receipt is not None and delivery.receipt.household_id is not None
+            _contact_check(delivery.receipt.household_id, delivery)
+        results.append((False, "; ".join(outcome.errors)[:300] or _("no phone could be reached")))
+    return results
 
 
 def _contact_check(household_id: int, delivery: Delivery) -> None:
@@ -211,10 +247,49 @@ def _dispatch(delivery: Delivery) -> tuple[bool, str]:
                 body = _("It will receive paper copies. Please check with the household.")
             return _tell_staff(delivery, RoleKind.BLOCK_LEADER, subject, body)
         return _leader_step(delivery)
-    kind = "reminder" if step.startswith("reminder:") else "circular"
     if delivery.channel == Channel.PUSH:
-        return _push_to_household(delivery, kind)
-    return _email_to_household(delivery, "reminder" if kind == "reminder" else "new")
+        return _push_to_households([delivery])[0]
+    return _email_to_household(
+        delivery, "reminder" if _push_kind(delivery) == "reminder" else "new"
+    )
+
+
+def _hold(delivery: Delivery, now: datetime) -> str:
+    """'deferred' (quiet hours) or 'skipped' (already confirmed) for a claimed row that
+    must not go out now, written back; '' when it should be sent."""
+    urgent = delivery.circular.priority == Priority.URGENT
+    allowed = not_before_quiet_end(community=delivery.circular.community, when=now, urgent=urgent)
+    if allowed > now:
+        Delivery.objects.filter(pk=delivery.pk).update(
+            status=DeliveryStatus.PENDING, due_at=allowed
+        )
+        return "deferred"
+    confirmed = delivery.receipt is not None and delivery.receipt.confirmed_at is not None
+    if confirmed and delivery.step != "dead-contact":
+        Delivery.objects.filter(pk=delivery.pk).update(status=DeliveryStatus.SKIPPED)
+        return "skipped"
+    return ""
+
+
+def _finish(delivery: Delivery, *, ok: bool, error: str, now: datetime) -> str:
+    attempts = delivery.attempts + 1
+    if ok:
+        Delivery.objects.filter(pk=delivery.pk).update(
+            status=DeliveryStatus.SENT, sent_at=timezone.now(), attempts=attempts, last_error=""
+        )
+        return "sent"
+    if attempts < MAX_ATTEMPTS:
+        Delivery.objects.filter(pk=delivery.pk).update(
+            status=DeliveryStatus.PENDING,
+            attempts=attempts,
+            last_error=error,
+            due_at=now + BACKOFF[attempts - 1],
+        )
+        return "retry"
+    Delivery.objects.filter(pk=delivery.pk).update(
+        status=DeliveryStatus.FAILED, attempts=attempts, last_error=error
+    )
+    return "failed"
 
 
 def delivery_send(*, delivery_id: int, now: datetime | None = None) -> str:
@@ -226,53 +301,108 @@ def delivery_send(*, delivery_id: int, now: datetime | None = None) -> str:
     if not claimed:
         return "taken"  # another worker has it, or it is done
     delivery = Delivery.objects.select_related("circular__community", "receipt").get(pk=delivery_id)
-    community = delivery.circular.community
-    urgent = delivery.circular.priority == Priority.URGENT
-    allowed = not_before_quiet_end(community=community, when=now, urgent=urgent)
-    if allowed > now:
-        Delivery.objects.filter(pk=delivery_id).update(
-            status=DeliveryStatus.PENDING, due_at=allowed
-        )
-        return "deferred"
-    confirmed = delivery.receipt is not None and delivery.receipt.confirmed_at is not None
-    if confirmed and delivery.step != "dead-contact":
-        Delivery.objects.filter(pk=delivery_id).update(status=DeliveryStatus.SKIPPED)
-        return "skipped"
+    held = _hold(delivery, now)
+    if held:
+        return held
     try:
         ok, error = _dispatch(delivery)
     except Exception as exc:  # a channel must never take the worker down
         logger.exception("delivery %s failed", delivery_id)
         ok, error = False, f"{type(exc).__name__}: {exc}"[:300]
-    attempts = delivery.attempts + 1
-    if ok:
-        Delivery.objects.filter(pk=delivery_id).update(
-            status=DeliveryStatus.SENT, sent_at=timezone.now(), attempts=attempts, last_error=""
+    return _finish(delivery, ok=ok, error=error, now=now)
+
+
+def _claim(delivery_ids: list[int], now: datetime) -> list[int]:
+    """Claim each of these rows that is still waiting (pending/queued → sending).
+
+    Rows another worker is claiming right now are skipped, not waited for; rows it has
+    claimed are no longer waiting. Either way a row is claimed by one worker only.
+    """
+    with transaction.atomic():
+        claimable = list(
+            Delivery.objects.select_for_update(skip_locked=True)
+            .filter(pk__in=delivery_ids, status__in=[DeliveryStatus.PENDING, DeliveryStatus.QUEUED])
+            .values_list("pk", flat=True)
         )
-        return "sent"
-    if attempts < MAX_ATTEMPTS:
-        Delivery.objects.filter(pk=delivery_id).update(
-            status=DeliveryStatus.PENDING,
-            attempts=attempts,
-            last_error=error,
-            due_at=now + BACKOFF[attempts - 1],
+        if claimable:
+            Delivery.objects.filter(pk__in=claimable).update(
+                status=DeliveryStatus.SENDING, claimed_at=now
+            )
+    return claimable
+
+
+def _send_pushes(delivery_ids: list[int], now: datetime) -> dict[int, str]:
+    outcomes = dict.fromkeys(delivery_ids, "taken")
+    claimed = _claim(delivery_ids, now)
+    if not claimed:
+        return outcomes
+    ready = []
+    for delivery in (
+        Delivery.objects.select_related("circular__community", "receipt")
+        .filter(pk__in=claimed)
+        .order_by("pk")
+    ):
+        held = _hold(delivery, now)
+        if held:
+            outcomes[delivery.pk] = held
+        else:
+            ready.append(delivery)
+    if not ready:
+        return outcomes
+    try:
+        results = _push_to_households(ready)
+    except Exception as exc:  # a channel must never take the worker down
+        logger.exception("push deliveries %s failed", [d.pk for d in ready])
+        results = [(False, f"{type(exc).__name__}: {exc}"[:300])] * len(ready)
+    sent = [delivery.pk for delivery, (ok, _error) in zip(ready, results, strict=True) if ok]
+    if sent:
+        Delivery.objects.filter(pk__in=sent).update(
+            status=DeliveryStatus.SENT,
+            sent_at=timezone.now(),
+            attempts=F("attempts") + 1,
+            last_error="",
         )
-        return "retry"
-    Delivery.objects.filter(pk=delivery_id).update(
-        status=DeliveryStatus.FAILED, attempts=attempts, last_error=error
+    for delivery, (ok, error) in zip(ready, results, strict=True):
+        outcomes[delivery.pk] = "sent" if ok else _finish(delivery, ok=False, error=error, now=now)
+    return outcomes
+
+
+def deliveries_send(*, delivery_ids: list[int], now: datetime | None = None) -> dict[int, str]:
+    """Send a batch of steps; returns what happened to each id (as ``delivery_send``).
+
+    Push steps, the bulk of a city-wide 緊急, are claimed row by row in one statement and
+    sent together. Every other step (mail, digest, 班長, chair) goes through
+    ``delivery_send`` one at a time, exactly as a single task would.
+    """
+    now = now or timezone.now()
+    push_ids = set(
+        Delivery.objects.filter(pk__in=delivery_ids, channel=Channel.PUSH).values_list(
+            "pk", flat=True
+        )
     )
-    return "failed"
+    outcomes = _send_pushes(sorted(push_ids), now) if push_ids else {}
+    for pk in delivery_ids:
+        if pk not in push_ids:
+            outcomes[pk] = delivery_send(delivery_id=pk, now=now)
+    return {pk: outcomes[pk] for pk in delivery_ids}
+
+
+# Rows per task: enough to amortise the task and its queries, few enough that several
+# workers share one association's rows.
+HAND_OVER_BATCH = 50
 
 
 def deliveries_hand_over(*, delivery_ids: list[int]) -> None:
-    """Give claimed (queued) rows to the task worker."""
-    from notifications.tasks import send_delivery
+    """Give claimed (queued) rows to the task worker, ``HAND_OVER_BATCH`` per task."""
+    from notifications.tasks import send_deliveries
 
-    for pk in delivery_ids:
+    for start in range(0, len(delivery_ids), HAND_OVER_BATCH):
+        batch = list(delivery_ids[start : start + HAND_OVER_BATCH])
         try:
-            send_delivery.enqueue(delivery_id=pk)
+            send_deliveries.enqueue(delivery_ids=batch)
         except Exception:
-            # Left queued: deliveries_recover() hands it back to the scheduler.
-            logger.warning("could not enqueue delivery %s", pk, exc_info=True)
+            # Left queued: deliveries_recover() hands them back to the scheduler.
+            logger.warning("could not enqueue deliveries %s", batch, exc_info=True)
 
 
 def deliveries_enqueue(*, delivery_ids: list[int]) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import date, datetime, time, timedelta
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
@@ -94,13 +94,28 @@ def _digital_receipts(circular: Circular) -> Iterable[Receipt]:
     )
 
 
-def _plan(**fields: object) -> Delivery | None:
-    """Create one delivery row; an existing row for the same step means: already planned."""
-    try:
-        with transaction.atomic():
-            return Delivery.objects.create(**fields)
-    except IntegrityError:
-        return None
+def _plan_rows(rows: list[Delivery]) -> int:
+    """Create the rows not planned yet, in bulk; returns how many are new.
+
+    An existing row for the same (circular, household, step, channel) means: already
+    planned. The unique constraints settle a race with another planner (the insert skips
+    the conflicting row), so planning stays idempotent without a query per row.
+    """
+    if not rows:
+        return 0
+    existing = set(
+        Delivery.objects.filter(
+            circular_id__in={row.circular_id for row in rows},
+            step__in={row.step for row in rows},
+        ).values_list("circular_id", "receipt_id", "step", "channel")
+    )
+    fresh: dict[tuple[int, int | None, str, str], Delivery] = {}
+    for row in rows:
+        key = (row.circular_id, row.receipt_id, row.step, row.channel)
+        if key not in existing:
+            fresh.setdefault(key, row)
+    Delivery.objects.bulk_create(fresh.values(), ignore_conflicts=True, batch_size=1000)
+    return len(fresh)
 
 
 def deliveries_plan_on_publish(*, circular: Circular, now: datetime | None = None) -> int:
@@ -109,7 +124,7 @@ def deliveries_plan_on_publish(*, circular: Circular, now: datetime | None = Non
     community = circular.community
     urgent = circular.priority == Priority.URGENT
     laddered = circular.priority in (Priority.IMPORTANT, Priority.URGENT)
-    planned = 0
+    rows: list[Delivery] = []
     first_due = not_before_quiet_end(community=community, when=now, urgent=urgent)
     for receipt in _digital_receipts(circular):
         household = receipt.household
@@ -128,22 +143,25 @@ def deliveries_plan_on_publish(*, circular: Circular, now: datetime | None = Non
                 due = _at_local(day, community.digest_hour)
                 if due < now:
                     due = _at_local(day + timedelta(days=1), community.digest_hour)
-                row = _plan(
-                    circular=circular,
-                    receipt=receipt,
-                    step=f"digest:{due.date().isoformat()}",
-                    channel=Channel.EMAIL,
-                    due_at=due,
+                rows.append(
+                    Delivery(
+                        circular=circular,
+                        receipt=receipt,
+                        step=f"digest:{due.date().isoformat()}",
+                        channel=Channel.EMAIL,
+                        due_at=due,
+                    )
                 )
             else:
-                row = _plan(
-                    circular=circular,
-                    receipt=receipt,
-                    step="publish",
-                    channel=channel,
-                    due_at=first_due,
+                rows.append(
+                    Delivery(
+                        circular=circular,
+                        receipt=receipt,
+                        step="publish",
+                        channel=channel,
+                        due_at=first_due,
+                    )
                 )
-            planned += row is not None
         if laddered:
             minutes = ladder_minutes(community=community, priority=circular.priority)
             for index, (channel, after) in enumerate(
@@ -156,31 +174,31 @@ def deliveries_plan_on_publish(*, circular: Circular, now: datetime | None = Non
                 due = not_before_quiet_end(
                     community=community, when=now + timedelta(minutes=after), urgent=urgent
                 )
-                row = _plan(
-                    circular=circular,
-                    receipt=receipt,
-                    step=f"ladder:{index + 1}",
-                    channel=channel,
-                    due_at=due,
+                rows.append(
+                    Delivery(
+                        circular=circular,
+                        receipt=receipt,
+                        step=f"ladder:{index + 1}",
+                        channel=channel,
+                        due_at=due,
+                    )
                 )
-                planned += row is not None
     if laddered:
         minutes = ladder_minutes(community=community, priority=circular.priority)
         if len(minutes) >= 3:
             due = not_before_quiet_end(
                 community=community, when=now + timedelta(minutes=minutes[2]), urgent=urgent
             )
-            planned += (
-                _plan(
+            rows.append(
+                Delivery(
                     circular=circular,
                     receipt=None,
                     step="ladder:3",
                     channel=Channel.CHAIR,
                     due_at=due,
                 )
-                is not None
             )
-    return planned
+    return _plan_rows(rows)
 
 
 def deliveries_plan_reminders(*, now: datetime | None = None) -> int:
@@ -204,37 +222,36 @@ def deliveries_plan_reminders(*, now: datetime | None = None) -> int:
         due = not_before_quiet_end(
             community=circular.community, when=due, urgent=circular.priority == Priority.URGENT
         )
+        rows = []
         for receipt in _digital_receipts(circular):
             channel = Channel.PUSH if receipt.has_push else Channel.EMAIL  # type: ignore[attr-defined]
             if channel == Channel.EMAIL and not receipt.has_email:  # type: ignore[attr-defined]
                 continue
-            planned += (
-                _plan(
+            rows.append(
+                Delivery(
                     circular=circular,
                     receipt=receipt,
                     step=f"reminder:{today.isoformat()}",
                     channel=channel,
                     due_at=due,
                 )
-                is not None
             )
+        planned += _plan_rows(rows)
     return planned
 
 
 def deliveries_due(*, now: datetime | None = None, limit: int = 500) -> list[int]:
     """Claim due rows for the worker (pending → queued), safely from several schedulers."""
     now = now or timezone.now()
-    ids = list(
-        Delivery.objects.filter(status=DeliveryStatus.PENDING, due_at__lte=now)
-        .order_by("due_at", "pk")
-        .values_list("pk", flat=True)[:limit]
-    )
-    claimed = []
-    for pk in ids:
-        if Delivery.objects.filter(pk=pk, status=DeliveryStatus.PENDING).update(
-            status=DeliveryStatus.QUEUED, claimed_at=now
-        ):
-            claimed.append(pk)
+    with transaction.atomic():
+        # Rows another scheduler is claiming are skipped, not waited for.
+        claimed = list(
+            Delivery.objects.select_for_update(skip_locked=True)
+            .filter(status=DeliveryStatus.PENDING, due_at__lte=now)
+            .order_by("due_at", "pk")
+            .values_list("pk", flat=True)[:limit]
+        )
+        Delivery.objects.filter(pk__in=claimed).update(status=DeliveryStatus.QUEUED, claimed_at=now)
     return claimed
 
 

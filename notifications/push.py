@@ -20,6 +20,8 @@ import os
 import re
 import secrets
 import threading
+import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +36,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.utils import timezone
 from py_vapid import Vapid02
-from pywebpush import WebPushException, webpush
+from pywebpush import WebPusher, WebPushException
 
 from communities.models import Member
 from notifications.models import PushSubscription
@@ -45,8 +47,13 @@ logger = logging.getLogger(__name__)
 ALLOWED_PAYLOAD_KEYS = frozenset({"type", "id", "url", "urgent", "drill", "count"})
 URGENCIES = frozenset({"very-low", "low", "normal", "high"})
 PUSH_TIMEOUT_SECONDS = 5.0
-# Enough to overlap a few slow push services without opening a connection per person.
+# Enough to overlap a few slow push services; each sending thread keeps its connections.
 MAX_PARALLEL_SENDS = 8
+# RFC 8292 §2 allows a VAPID JWT to live up to 24 hours. One signed header per push
+# service is reused for 12 hours and re-signed an hour before it expires, instead of
+# signing a token for every message (a city-wide safety check sends 100,000).
+VAPID_TOKEN_LIFETIME = 12 * 60 * 60
+VAPID_RENEW_BEFORE = 60 * 60
 KEY_FILE_NAME = "vapid_private.pem"
 
 # RFC 8030 §5.4: a topic is at most 32 characters of the URL-safe base64 alphabet.
@@ -271,6 +278,17 @@ def push_payload_encode(payload: dict[str, object]) -> str:
 
 
 @dataclass(frozen=True)
+class PushMessage:
+    """One payload for every browser of these people (see ``push_send_to_users``)."""
+
+    user_ids: Sequence[int]
+    payload: dict[str, object]
+    topic: str | None = None
+    urgency: str = "normal"
+    ttl: int = 86400
+
+
+@dataclass(frozen=True)
 class _Attempt:
     subscription_id: int
     result: Literal["sent", "gone", "failed"]
@@ -282,11 +300,65 @@ def _origin(endpoint: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+_vapid_lock = threading.Lock()
+# (signing key, subject, push service origin) → (exp, headers)
+_vapid_headers: dict[tuple[Vapid02, str, str], tuple[int, dict[str, str]]] = {}
+
+
+def vapid_headers(*, vapid: Vapid02, origin: str, now: float | None = None) -> dict[str, str]:
+    """The ``Authorization: vapid t=…, k=…`` header for one push service origin.
+
+    Signed once and reused while the token has more than ``VAPID_RENEW_BEFORE`` left; a
+    clock that moved back before the token was issued also gets a fresh one, so the
+    token never claims to live longer than 24 hours.
+    """
+    now = time.time() if now is None else now
+    key = (vapid, settings.KAIRAN_VAPID_SUBJECT, origin)
+    with _vapid_lock:
+        cached = _vapid_headers.get(key)
+        if cached is not None:
+            exp, headers = cached
+            if exp - VAPID_TOKEN_LIFETIME <= now < exp - VAPID_RENEW_BEFORE:
+                return headers
+        exp = int(now) + VAPID_TOKEN_LIFETIME
+        headers = vapid.sign({"sub": settings.KAIRAN_VAPID_SUBJECT, "aud": origin, "exp": exp})
+        if len(_vapid_headers) > 1000:  # endpoints come from browsers: stay bounded
+            _vapid_headers.clear()
+        _vapid_headers[key] = (exp, headers)
+        return headers
+
+
+# Sending threads live as long as the process and keep one HTTP session each, so a push
+# service's connection (TCP, and TLS for real ones) is reused across messages.
+_pool_lock = threading.Lock()
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+_thread_state = threading.local()
+
+
+def _sending_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] != os.getpid():  # a forked child needs its own
+            _pool = (
+                os.getpid(),
+                ThreadPoolExecutor(max_workers=MAX_PARALLEL_SENDS, thread_name_prefix="push"),
+            )
+        return _pool[1]
+
+
+def _http_session() -> requests.Session:
+    session: requests.Session | None = getattr(_thread_state, "session", None)
+    if session is None:
+        session = requests.Session()
+        _thread_state.session = session
+    return session
+
+
 def _send_one(
     *,
     subscription: PushSubscription,
     data: str,
-    headers: dict[str, str | int | float],
+    headers: dict[str, str],
     ttl: int,
     timeout: float,
     vapid: Vapid02,
@@ -294,27 +366,26 @@ def _send_one(
     """One HTTP request to one push service; runs in a pool thread, so no database here."""
     where = f"subscription {subscription.pk} ({urlsplit(subscription.endpoint).hostname})"
     try:
-        webpush(
-            subscription_info={
+        response = WebPusher(
+            {
                 "endpoint": subscription.endpoint,
                 "keys": {"p256dh": subscription.p256dh, "auth": subscription.auth},
             },
-            data=data,
-            vapid_private_key=vapid,
-            # A fresh dict each time: pywebpush writes "exp" into the one it is given.
-            vapid_claims={
-                "sub": settings.KAIRAN_VAPID_SUBJECT,
-                "aud": _origin(subscription.endpoint),
-            },
-            timeout=timeout,
+            requests_session=_http_session(),
+        ).send(
+            data,
+            {**headers, **vapid_headers(vapid=vapid, origin=_origin(subscription.endpoint))},
             ttl=ttl,
-            headers=dict(headers),
+            content_encoding="aes128gcm",
+            timeout=timeout,
         )
-    except WebPushException as error:
-        status = error.response.status_code if error.response is not None else None
+        status = response.status_code
         if status in {404, 410}:
             return _Attempt(subscription.pk, "gone", f"{where}: HTTP {status}")
-        return _Attempt(subscription.pk, "failed", f"{where}: HTTP {status or '?'}")
+        if status > 202:
+            return _Attempt(subscription.pk, "failed", f"{where}: HTTP {status}")
+    except WebPushException as error:  # the subscription's keys cannot be used
+        return _Attempt(subscription.pk, "failed", f"{where}: {error.message}"[:200])
     except requests.Timeout:
         return _Attempt(subscription.pk, "failed", f"{where}: timed out after {timeout:g} s")
     except requests.RequestException as error:
@@ -323,6 +394,81 @@ def _send_one(
         logger.exception("push to %s could not be prepared", where)
         return _Attempt(subscription.pk, "failed", f"{where}: {type(error).__name__}")
     return _Attempt(subscription.pk, "sent")
+
+
+def _prepared(message: PushMessage) -> tuple[str, dict[str, str]]:
+    """(encoded payload, headers); ValueError for a bad payload, topic or urgency."""
+    data = push_payload_encode(message.payload)
+    if message.urgency not in URGENCIES:
+        raise ValueError(f"urgency must be one of {sorted(URGENCIES)}")
+    if message.topic is not None and not _TOPIC_RE.match(message.topic):
+        raise ValueError("topic must be 1-32 characters of A-Z, a-z, 0-9, '-' and '_'")
+    if message.ttl < 0:
+        raise ValueError("ttl must not be negative")
+    headers = {"Urgency": message.urgency}
+    if message.topic is not None:
+        headers["Topic"] = message.topic
+    return data, headers
+
+
+def push_send_many(
+    *, messages: Sequence[PushMessage], timeout: float = PUSH_TIMEOUT_SECONDS
+) -> list[PushOutcome]:
+    """Send several messages at once, one outcome per message, in order.
+
+    The subscriptions are read in one query and the requests share the sending threads,
+    so a worker's batch of deliveries costs a few queries, not a few per household.
+    Raises ValueError only for a bad payload, topic or urgency (a programming error).
+    """
+    prepared = [_prepared(message) for message in messages]
+    user_ids = {user_id for message in messages for user_id in message.user_ids}
+    by_user: dict[int, list[PushSubscription]] = {}
+    for subscription in PushSubscription.objects.filter(user_id__in=user_ids).order_by("pk"):
+        by_user.setdefault(subscription.user_id, []).append(subscription)
+    jobs = [
+        (index, subscription)
+        for index, message in enumerate(messages)
+        for user_id in dict.fromkeys(message.user_ids)
+        for subscription in by_user.get(user_id, [])
+    ]
+    attempts: list[_Attempt] = []
+    if jobs:
+        vapid = vapid_key()
+        attempts = list(
+            _sending_pool().map(
+                lambda job: _send_one(
+                    subscription=job[1],
+                    data=prepared[job[0]][0],
+                    headers=prepared[job[0]][1],
+                    ttl=messages[job[0]].ttl,
+                    timeout=timeout,
+                    vapid=vapid,
+                ),
+                jobs,
+            )
+        )
+
+    counts = [{"sent": 0, "gone": 0, "failed": 0} for _ in messages]
+    errors: list[list[str]] = [[] for _ in messages]
+    for (index, _subscription), attempt in zip(jobs, attempts, strict=True):
+        counts[index][attempt.result] += 1
+        if attempt.result == "gone":
+            logger.info("push subscription removed: %s", attempt.error)
+        elif attempt.result == "failed":
+            errors[index].append(attempt.error)
+            logger.warning("push failed: %s", attempt.error)
+    gone = {attempt.subscription_id for attempt in attempts if attempt.result == "gone"}
+    sent = {attempt.subscription_id for attempt in attempts if attempt.result == "sent"}
+    if gone:
+        PushSubscription.objects.filter(pk__in=gone).delete()
+    if sent:
+        PushSubscription.objects.filter(pk__in=sent).update(last_success_at=timezone.now())
+    return [
+        PushOutcome(
+            sent=count["sent"], gone=count["gone"], failed=count["failed"], errors=tuple(error)
+        )
+        for count, error in zip(counts, errors, strict=True)
+    ]
 
 
 def push_send_to_users(
@@ -341,46 +487,5 @@ def push_send_to_users(
     twice. ``urgency`` is ``"high"`` for 緊急. Raises ValueError only for a bad payload,
     topic or urgency (a programming error); problems with a subscription are counted.
     """
-    data = push_payload_encode(payload)
-    if urgency not in URGENCIES:
-        raise ValueError(f"urgency must be one of {sorted(URGENCIES)}")
-    if topic is not None and not _TOPIC_RE.match(topic):
-        raise ValueError("topic must be 1-32 characters of A-Z, a-z, 0-9, '-' and '_'")
-    if ttl < 0:
-        raise ValueError("ttl must not be negative")
-    headers: dict[str, str | int | float] = {"Urgency": urgency}
-    if topic is not None:
-        headers["Topic"] = topic
-
-    subscriptions = list(PushSubscription.objects.filter(user_id__in=user_ids).order_by("pk"))
-    if not subscriptions:
-        return PushOutcome(sent=0, gone=0, failed=0, errors=())
-    vapid = vapid_key()
-    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_SENDS, len(subscriptions))) as pool:
-        attempts = list(
-            pool.map(
-                lambda subscription: _send_one(
-                    subscription=subscription,
-                    data=data,
-                    headers=headers,
-                    ttl=ttl,
-                    timeout=timeout,
-                    vapid=vapid,
-                ),
-                subscriptions,
-            )
-        )
-
-    sent = [attempt.subscription_id for attempt in attempts if attempt.result == "sent"]
-    gone = [attempt.subscription_id for attempt in attempts if attempt.result == "gone"]
-    errors = tuple(attempt.error for attempt in attempts if attempt.result == "failed")
-    for attempt in attempts:
-        if attempt.result == "gone":
-            logger.info("push subscription removed: %s", attempt.error)
-        elif attempt.result == "failed":
-            logger.warning("push failed: %s", attempt.error)
-    if gone:
-        PushSubscription.objects.filter(pk__in=gone).delete()
-    if sent:
-        PushSubscription.objects.filter(pk__in=sent).update(last_success_at=timezone.now())
-    return PushOutcome(sent=len(sent), gone=len(gone), failed=len(errors), errors=errors)
+    message = PushMessage(user_ids=user_ids, payload=payload, topic=topic, urgency=urgency, ttl=ttl)
+    return push_send_many(messages=[message], timeout=timeout)[0]
