@@ -1,0 +1,140 @@
+"""Soak (issue 7 §2): scenario 1 at half the knee, with socket churn, for a long time.
+
+    .venv/bin/python bench/soak.py [--minutes 120] [--rate R] [--city-households 2000]
+
+Same production-shaped stack as ``production.py``. Without ``--rate`` it first finds the
+knee (confirm rates 25, 50, 100, 200, 400, 800/s for 10 s each; the knee is the highest
+with no error and p99 ≤ 100 ms) and soaks at half of it. Then, minute by minute: a
+60-second open-loop confirm step while the 999 resident sockets are closed and opened
+again (every socket churns once a minute), and a sample of the resident memory of each
+server process group, the Redis key count and the number of PostgreSQL connections.
+
+Prints a table and writes flat JSON to ``bench/results/soak-<date>-<host>.json``:
+``soak_memory_growth_pct`` (total server RSS at the end against the first minute's, when
+the caches and pools are warm), ``soak_redis_keys_start`` / ``_end``,
+``soak_pg_connections_max``, ``soak_receipts_lost``, and the per-process-group growth.
+Goals: memory growth ≤ 10 %, Redis keys flat, PostgreSQL connections within the pools
+(gunicorn workers + uvicorn workers + worker + scheduler, each ``pool_max=10``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+sys.path.insert(1, str(BENCH.parent))
+
+from production import Run, log, machine, running_stack  # noqa: E402
+
+GROUPS = ("gunicorn", "uvicorn", "db_worker", "scheduler", "nginx", "redis", "postgres")
+
+
+def sample(run: Run) -> dict[str, float]:
+    stack = run.stack
+    values: dict[str, float] = {f"rss_kib_{name}": stack.rss(name) for name in GROUPS}
+    values["rss_kib_total"] = sum(values.values())
+    values["redis_keys"] = int(stack.redis_cli("dbsize") or 0)
+    values["pg_connections"] = int(
+        stack.psql("SELECT count(*) FROM pg_stat_activity WHERE datname = 'kairan'") or 0
+    )
+    return values
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--minutes", type=int, default=120)
+    parser.add_argument("--rate", type=float, default=None, help="confirms/s (default: knee/2)")
+    parser.add_argument("--city-households", type=int, default=2000)
+    parser.add_argument("--gunicorn-workers", type=int, default=4)
+    parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--output", type=Path, default=None)
+    args = parser.parse_args()
+    args.quick = False
+    args.rates = None
+    args.step_seconds = None
+    args.knee = None
+    args.sockets = None
+    args.fanout_gap = 0
+    metrics: dict[str, float] = {}
+    samples: list[dict[str, float]] = []
+    described: dict[str, str] = {}
+    started = time.time()
+    pool = 10
+    try:
+        with running_stack(args, households=args.city_households, sessions=1000, pool=pool) as run:
+            described = machine(run.stack)
+            rate = args.rate
+            if rate is None:
+                knee = 0.0
+                run.ensure_residents()
+                for probe in (25, 50, 100, 200, 400, 800):
+                    log(f"knee probe: {probe}/s for 10 s")
+                    step = run.confirm_step(probe, 10)
+                    log(f"  p99 {step['http_p99']} ms, errors {step['errors']}")
+                    if step["errors"] or not 0 <= step["http_p99"] <= 100:
+                        break
+                    knee = probe
+                rate = max(1.0, (knee or 10) / 2)
+                metrics["soak_knee_per_s"] = knee
+            metrics["soak_rate_per_s"] = rate
+            lost = 0
+            p99s = []
+            for minute in range(args.minutes):
+                run.close_residents()  # churn: every resident socket closes …
+                run.ensure_residents()  # … and opens again
+                step = run.confirm_step(rate, 60)
+                lost += step["lost"]
+                p99s.append(step["http_p99"])
+                values = sample(run)
+                values["minute"] = minute + 1
+                samples.append(values)
+                log(
+                    f"minute {minute + 1}/{args.minutes}: p99 {step['http_p99']} ms, "
+                    f"lost {step['lost']}, RSS {values['rss_kib_total'] / 1024:.0f} MiB, "
+                    f"Redis keys {values['redis_keys']}, PG connections {values['pg_connections']}"
+                )
+            metrics["soak_receipts_lost"] = lost
+            metrics["soak_confirm_p99_ms_max"] = max(p99s) if p99s else -1
+    except KeyboardInterrupt:
+        log("interrupted: stopped")
+    if samples:
+        first, last = samples[0], samples[-1]
+        metrics["soak_minutes"] = len(samples)
+        metrics["soak_memory_growth_pct"] = round(
+            100 * (last["rss_kib_total"] - first["rss_kib_total"]) / first["rss_kib_total"], 2
+        )
+        for name in GROUPS:
+            key = f"rss_kib_{name}"
+            if first[key]:
+                metrics[f"soak_growth_pct_{name}"] = round(
+                    100 * (last[key] - first[key]) / first[key], 2
+                )
+        metrics["soak_redis_keys_start"] = first["redis_keys"]
+        metrics["soak_redis_keys_end"] = last["redis_keys"]
+        metrics["soak_pg_connections_max"] = max(s["pg_connections"] for s in samples)
+    metrics["run_seconds"] = round(time.time() - started, 1)
+    width = max(len(k) for k in metrics)
+    print()
+    for key, value in metrics.items():
+        print(key.ljust(width) + f"  {value}")
+    print("\nClient load generators and the servers shared the machine's cores.")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M")
+    path = args.output or BENCH / "results" / f"soak-{stamp}-{socket.gethostname()}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
+    path.with_suffix(".samples.json").write_text(json.dumps(samples, indent=1) + "\n")
+    path.with_suffix(".machine.json").write_text(json.dumps(described, indent=1) + "\n")
+    print(f"JSON: {path}")
+
+
+if __name__ == "__main__":
+    main()
