@@ -47,6 +47,9 @@
     });
   }
 
+  // The page may come from the offline copy: every page view answers with its own key.
+  form.elements.key.value = newKey();
+
   form.addEventListener("click", function (event) {
     var button = event.target.closest && event.target.closest("button[name=status]");
     if (button) { chosen = button.value; }
@@ -76,4 +79,11 @@
     });
   }
   window.addEventListener("online", flush);
+  // Keep a copy of this page for the service worker, so it opens again without signal.
+  if (window.caches && navigator.onLine) {
+    var files = [window.location.pathname];
+    var assets = document.querySelectorAll("link[rel=stylesheet], script[src]");
+    for (var i = 0; i < assets.length; i++) { files.push(assets[i].getAttribute("href") || assets[i].getAttribute("src")); }
+    window.caches.open("kairan-safety-1").then(function (cache) { return cache.addAll(files); }).catch(function () {});
+  }
 })();

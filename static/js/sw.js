@@ -142,10 +142,32 @@ function flush() {
   return flushing;
 }
 
+/* The answer page and its two files, network first: opened again without signal (from a
+   notification, say), the last copy still shows and can queue an answer. */
+var PAGE_CACHE = "kairan-safety-1";
+var PAGE_FILES = /^\/static\/(css\/safety|js\/safety)[.\w-]*\.(css|js)$/;
+
+function networkFirst(request) {
+  return fetch(request).then(function (response) {
+    if (response.ok) {
+      var copy = response.clone();
+      caches.open(PAGE_CACHE).then(function (cache) { return cache.put(request, copy); }).catch(function () {});
+    }
+    return response;
+  }, function (error) {
+    return caches.match(request, { ignoreVary: true }).then(function (cached) { if (cached) { return cached; } throw error; });
+  });
+}
+
 self.addEventListener("fetch", function (event) {
   var request = event.request;
   var url = new URL(request.url);
   if (url.origin !== self.location.origin) { return; }
+  if (request.method === "GET" && !url.search && (ANSWER_PATH.test(url.pathname) || PAGE_FILES.test(url.pathname))) {
+    event.respondWith(networkFirst(request));
+    if (maybeWaiting) { event.waitUntil(flush().catch(function () {})); }
+    return;
+  }
   if (request.method === "POST" && ANSWER_PATH.test(url.pathname)) {
     var copy = request.clone();
     event.respondWith(fetch(request).then(function (response) {

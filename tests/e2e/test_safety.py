@@ -158,6 +158,17 @@ class SafetyOfflineTests(SafetyScene):
         self.assertEqual(board.evaluate("window.__marker"), 1, "the board was reloaded")
         board.screenshot(path=SCREENSHOTS / "safety-board-help.png", full_page=True)
         self.assertEqual(SafetyReport.objects.filter(circular=self.check).count(), 2)
+
+        # Without signal again, the page opens from the worker's copy and still answers.
+        phone_context.set_offline(True)
+        phone.reload()
+        expect(phone.get_by_role("button", name=ja("Safe"), exact=True)).to_be_visible()
+        phone.get_by_role("button", name=ja("Safe"), exact=True).click()
+        expect(phone.locator("[data-status]")).to_contain_text(ja(QUEUED_MSGID))
+        phone_context.set_offline(False)
+        expect(self.count(board, "safe")).to_have_text("1", timeout=LIVE_MS)
+        expect(self.count(board, "help")).to_have_text("0")
+        self.assertEqual(SafetyReport.objects.filter(circular=self.check).count(), 3)
         self.assert_clean_console()
 
     def test_without_javascript_the_form_still_answers(self) -> None:
