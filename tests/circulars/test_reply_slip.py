@@ -242,6 +242,10 @@ def test_large_print_and_furigana_reach_the_slip(town: Town, leader: str, tmp_pa
         assert found
         return found[0].y1 - found[0].y0
 
+    # In large print the whole slip still fits on its page (the pack's last page here).
+    [(number, text)] = slip_pages(large)
+    assert number == len(large.pages)
+    assert_in_order(compact(text), [compact(ja("Household name")), "青木", "2." + ASKED[1][1]])
     assert prompt_size(normal) == pytest.approx(14, abs=0.3)
     assert prompt_size(large) == pytest.approx(20, abs=0.3)
     [(_number, text)] = slip_pages(ruby)
@@ -249,3 +253,23 @@ def test_large_print_and_furigana_reach_the_slip(town: Town, leader: str, tmp_pa
     assert "しゅうごう" in compact(text)
     [(_number, text)] = slip_pages(normal)
     assert "こうみんかん" not in compact(text)
+
+
+def test_markup_in_questions_prints_as_plain_text(town: Town, tmp_path: Path) -> None:
+    HouseholdFactory.create(block=town.block1, label="青木")
+    prompt = '<b>参加</b> & "見学" <script>x</script>'
+    circular = asking(
+        town,
+        mode=PaperDistribution.BOTH,
+        asked=[(QuestionKind.SINGLE, prompt, ["<i>はい</i>", "いいえ"])],
+    )
+    for furigana in (False, True):
+        pdf = read_back(pack(circular, [town.block1], furigana=furigana), tmp_path)
+        [(_number, slip)] = slip_pages(pdf)
+        reply = pdf.pages[pdf.kinds().index("sheet") + 1]
+        for text in (slip, reply):
+            flat = compact(text)
+            # With furigana the reading of 参加 sits in the text flow between the tags.
+            assert re.search(r"<b>(さんか)?参加(さんか)?</b>&\"見学", flat), flat
+            assert "<script>x</script>" in flat
+            assert "□<i>はい</i>" in flat
