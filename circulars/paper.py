@@ -19,7 +19,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from circulars import events
-from circulars.models import Circular, PrintRecord, Receipt, ReceiptMethod
+from circulars.models import Answer, Circular, PrintRecord, Receipt, ReceiptMethod
 from circulars.selectors import paper_annotation
 from circulars.services import ConfirmResult, receipt_confirm
 from communities.models import Block, Household
@@ -111,6 +111,15 @@ def paper_signoff_undo(
         return receipt
     if receipt.method != ReceiptMethod.PAPER or now - receipt.confirmed_at > UNDO_WINDOW:
         raise ValidationError(_("This confirmation can no longer be undone here."))
+    if Answer.objects.filter(receipt=receipt).exists():
+        # Answering confirms: a household whose reply slip was entered stays confirmed.
+        # ja: この世帯は回答が記録されているため、確認を取り消せません。回答は「回答を直す」から変えられます。
+        raise ValidationError(
+            _(
+                "This household's answers are recorded, so its confirmation stays. "
+                "Use “Change the answers” to correct them."
+            )
+        )
     updated = Receipt.objects.filter(
         pk=receipt.pk, confirmed_at=receipt.confirmed_at, method=ReceiptMethod.PAPER
     ).update(

@@ -157,7 +157,8 @@ def signoff(request: HttpRequest, access: Access, circular_id: int, block_id: in
             "receipt": receipt,
             "can_undo": receipt.method == ReceiptMethod.PAPER
             and receipt.confirmed_at is not None
-            and now - receipt.confirmed_at <= paper.UNDO_WINDOW,
+            and now - receipt.confirmed_at <= paper.UNDO_WINDOW
+            and receipt.pk not in summaries,
             "answers": summaries.get(receipt.pk),
         }
         for receipt in receipts

@@ -152,6 +152,24 @@ def test_signoff_rows_open_the_slip_entry_and_show_the_answers(town: Town) -> No
     assert "はい" in after and ja("Change the answers") in after
 
 
+def test_a_household_with_answers_stays_confirmed_when_the_stamp_is_undone(town: Town) -> None:
+    circular, single, attendance, aoki = asking(town)
+    leader = client_for(town.leader1)
+    leader.post(slip_url(town, circular, aoki), filled(single, attendance))
+    page = leader.get(signoff_url(town, circular, town.block1)).content.decode()
+    # The toggle of a household whose slip was entered cannot be taken back.
+    row = page[page.index('name="household" value="%d"' % aoki.pk) :]
+    assert row.index("disabled") < row.index("</button>")
+
+    response = leader.post(
+        signoff_url(town, circular, town.block1), {"action": "undo", "household": aoki.pk}
+    )
+    assert response.status_code == 302
+    receipt = Receipt.objects.get(household=aoki)
+    assert receipt.confirmed_at is not None and receipt.method == ReceiptMethod.PAPER
+    assert Answer.objects.filter(receipt=receipt).count() == 2
+
+
 def test_signoff_without_questions_has_no_answer_control(town: Town) -> None:
     from tests.circulars.test_paper_views import publish
 
