@@ -113,7 +113,6 @@ def paper_signoff_undo(
         raise ValidationError(_("This confirmation can no longer be undone here."))
     if Answer.objects.filter(receipt=receipt).exists():
         # Answering confirms: a household whose reply slip was entered stays confirmed.
-        # ja: この世帯は回答が記録されているため、確認を取り消せません。回答は「回答を直す」から変えられます。
         raise ValidationError(
             _(
                 "This household's answers are recorded, so its confirmation stays. "

@@ -158,7 +158,7 @@ def test_a_household_with_answers_stays_confirmed_when_the_stamp_is_undone(town:
     leader.post(slip_url(town, circular, aoki), filled(single, attendance))
     page = leader.get(signoff_url(town, circular, town.block1)).content.decode()
     # The toggle of a household whose slip was entered cannot be taken back.
-    row = page[page.index('name="household" value="%d"' % aoki.pk) :]
+    row = page[page.index(f'name="household" value="{aoki.pk}"') :]
     assert row.index("disabled") < row.index("</button>")
 
     response = leader.post(
