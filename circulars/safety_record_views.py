@@ -100,7 +100,8 @@ def _entry(report: SafetyReport, names: dict[int, str]) -> Entry:
         method=report.get_method_display(),
         when=_when(report.reported_at),
         who=names.get(report.recorded_by_id or 0, ""),
-        by_household=report.recorded_by_id is None,
+        # The household's own tap (the answer page or the mail link), whoever is logged in.
+        by_household=report.method in safety.RESIDENT_METHODS,
     )
 
 
@@ -196,29 +197,15 @@ def record(request: HttpRequest, access: Access, circular_id: int, block_id: int
             if method not in safety.STAFF_METHODS:
                 return _field_error("method", _("Choose visit or phone."))
             request.session[SESSION_METHOD] = method
-            if not htmx:
-                return redirect(request.path)
-            # The list again, every row's form now carrying the new way.
-            return _render_list(request, circular, block, context)
+            # A plain reload, not an htmx swap of the whole list: every row's form then
+            # carries the new way. (Swapping the list in made Chromium report CSP
+            # inline-style violations, one per row, in the browser test.)
+            return redirect(request.path)
         return _record_tap(request, circular, block, user, context, htmx=htmx)
-    return _render_list(request, circular, block, context, page=True)
-
-
-def _render_list(
-    request: HttpRequest,
-    circular: Circular,
-    block: Block,
-    context: dict[str, object],
-    *,
-    page: bool = False,
-) -> HttpResponse:
     receipts = safety.safety_record_rows(circular=circular, block=block)
     rows = _rows(receipts, _round_orders(circular, block))
     context |= {"rows": rows, "counts": _counts(rows), "method": _method(request)}
-    template = "circulars/safety/record_block.html"
-    if not page:
-        template += "#record-list"
-    return render(request, template, context)
+    return render(request, "circulars/safety/record_block.html", context)
 
 
 def _record_tap(

@@ -53,7 +53,7 @@ def record_url(town: Town, circular: Circular, block: Block) -> str:
 
 
 def row_of(html: str, household: Household) -> str:
-    end = r"(?=<li id|</ol>|<p id|$)"
+    end = r"(?=<li id|</ol>|<div id|$)"
     match = re.search(rf'<li id="household-{household.pk}".*?</li>\s*{end}', html, re.S)
     assert match is not None, f"no row for {household.label}"
     return match.group(0)
@@ -227,7 +227,7 @@ def test_round_order_with_unknown_first_then_needs_help_then_safe(
     assert ja("Phone call") in ishii  # how it was recorded
     assert town.leader1.first_name in ishii  # and by whom
     assert ja("Not known yet") in text_of(row_of(html, round_.yamada))
-    counts = text_of(re.search(r'<p id="record-counts".*?</p>', html, re.S).group(0))  # type: ignore[union-attr]
+    counts = text_of(re.search(r'<div id="record-counts".*?</div>', html, re.S).group(0))  # type: ignore[union-attr]
     assert re.findall(r"\d+", counts) == ["2", "1", "1"]
     # A drill says so.
     assert ja("This is a drill, not a real disaster.") in text_of(html)
@@ -279,7 +279,7 @@ def test_a_tap_records_and_updates_the_row_in_place(town: Town, round_: Round) -
     assert ja("Needs help") in row and "足を 怪我" in row and ja("Recorded.") in row
     assert 'aria-pressed="true"' in row_of(html, round_.ueda)
     # The counts come along out of band.
-    counts = re.search(r'<p id="record-counts"[^>]*hx-swap-oob="true".*?</p>', html, re.S)
+    counts = re.search(r'<div id="record-counts"[^>]*hx-swap-oob="true".*?</div>', html, re.S)
     assert counts is not None
     assert re.findall(r"\d+", text_of(counts.group(0))) == ["3", "1", "0"]
     report = SafetyReport.objects.get()
@@ -339,19 +339,17 @@ def test_visit_or_phone_is_chosen_once_and_remembered(town: Town, round_: Round)
 
     switched = client.post(url, {"action": "method", "method": PHONE}, HTTP_HX_REQUEST="true")
 
-    assert switched.status_code == 200
-    assert switched.content.decode().lstrip().startswith('<div id="record-list">')
-    assert re.search(rf'value="{PHONE}"[^>]*aria-pressed="true"', switched.content.decode())
-    assert f'name="method" value="{PHONE}"' in switched.content.decode()
+    assert switched.status_code == 302 and switched["Location"] == url
+    page = client.get(url).content.decode()
+    assert re.search(rf'value="{PHONE}"[^>]*aria-pressed="true"', page)
+    assert f'name="method" value="{PHONE}"' in page
+    assert f'name="method" value="{VISIT}"' not in page.split('id="record-counts"')[1]
     # Every row now records 電話, also without the field (an old page), and a new page
     # opens with 電話 chosen.
     tap(client, url, round_.ishii, SafetyStatus.SAFE)
     client.post(url, {"household": round_.ueda.pk, "status": SafetyStatus.SAFE})
     assert set(SafetyReport.objects.values_list("method", flat=True)) == {PHONE}
     assert re.search(rf'value="{PHONE}"[^>]*aria-pressed="true"', client.get(url).content.decode())
-    # Without htmx the choice redirects back to the page.
-    plain = client.post(url, {"action": "method", "method": VISIT})
-    assert plain.status_code == 302 and plain["Location"] == url
 
 
 def test_without_javascript_a_tap_redirects_back_to_the_row(town: Town, round_: Round) -> None:
@@ -416,11 +414,14 @@ def test_a_residents_own_answer_shows_as_theirs(town: Town, round_: Round) -> No
         status=SafetyStatus.SAFE,
         method=ReceiptMethod.APP,
         member=Member.objects.get(user=town.resident1),
+        recorded_by=town.resident1,
     )
     html = client_for(town.leader1).get(record_url(town, check, town.block1)).content.decode()
     row = text_of(row_of(html, round_.yamada))
-    assert ja("App") in row
     assert ja("Safe") in row
+    when = timezone.localtime(SafetyReport.objects.get().reported_at).strftime("%H:%M")
+    own = ja("%(method)s %(time)s (the household)") % {"method": ja("App"), "time": when}
+    assert own in row
 
 
 # --- Entry points -------------------------------------------------------------------------
