@@ -375,6 +375,7 @@ def household_safety(*, receipt: Receipt) -> SafetyReport | None:
     """The household's current answer (for the resident's page), or None."""
     return _current(receipt)
 
+
 # --- The 班長's recording screen and follow-up list ---------------------------------------
 
 # A check stays on the 班長's follow-up list this long after it started (as long as a queued
