@@ -28,15 +28,16 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-import requests
+import http_ece
+import urllib3
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.utils import timezone
 from py_vapid import Vapid02
-from pywebpush import WebPusher, WebPushException
 
 from communities.models import Member
 from notifications.models import PushSubscription
@@ -328,7 +329,7 @@ def vapid_headers(*, vapid: Vapid02, origin: str, now: float | None = None) -> d
         return headers
 
 
-# Sending threads live as long as the process and keep one HTTP session each, so a push
+# Sending threads live as long as the process and keep one connection pool each, so a push
 # service's connection (TCP, and TLS for real ones) is reused across messages.
 _pool_lock = threading.Lock()
 _pool: tuple[int, ThreadPoolExecutor] | None = None
@@ -346,12 +347,26 @@ def _sending_pool() -> ThreadPoolExecutor:
         return _pool[1]
 
 
-def _http_session() -> requests.Session:
-    session: requests.Session | None = getattr(_thread_state, "session", None)
-    if session is None:
-        session = requests.Session()
-        _thread_state.session = session
-    return session
+def _connections() -> urllib3.PoolManager:
+    manager: urllib3.PoolManager | None = getattr(_thread_state, "connections", None)
+    if manager is None:
+        # No retries: a failed push is retried by its delivery row, with back-off.
+        manager = urllib3.PoolManager(num_pools=20, maxsize=1, retries=False)
+        _thread_state.connections = manager
+    return manager
+
+
+def _encrypt(data: bytes, *, p256dh: str, auth: str) -> bytes:
+    """RFC 8291: aes128gcm with a fresh ECDH key and salt for every message."""
+    return bytes(
+        http_ece.encrypt(
+            data,
+            private_key=ec.generate_private_key(ec.SECP256R1()),
+            dh=_b64url_decode(p256dh),
+            auth_secret=_b64url_decode(auth),
+            version="aes128gcm",
+        )
+    )
 
 
 def _send_one(
@@ -366,29 +381,29 @@ def _send_one(
     """One HTTP request to one push service; runs in a pool thread, so no database here."""
     where = f"subscription {subscription.pk} ({urlsplit(subscription.endpoint).hostname})"
     try:
-        response = WebPusher(
-            {
-                "endpoint": subscription.endpoint,
-                "keys": {"p256dh": subscription.p256dh, "auth": subscription.auth},
+        body = _encrypt(data.encode(), p256dh=subscription.p256dh, auth=subscription.auth)
+        response = _connections().request(
+            "POST",
+            subscription.endpoint,
+            body=body,
+            headers={
+                **headers,
+                **vapid_headers(vapid=vapid, origin=_origin(subscription.endpoint)),
+                "TTL": str(ttl),
+                "Content-Encoding": "aes128gcm",
+                "Content-Type": "application/octet-stream",
             },
-            requests_session=_http_session(),
-        ).send(
-            data,
-            {**headers, **vapid_headers(vapid=vapid, origin=_origin(subscription.endpoint))},
-            ttl=ttl,
-            content_encoding="aes128gcm",
             timeout=timeout,
+            redirect=False,
         )
-        status = response.status_code
+        status = response.status
         if status in {404, 410}:
             return _Attempt(subscription.pk, "gone", f"{where}: HTTP {status}")
         if status > 202:
             return _Attempt(subscription.pk, "failed", f"{where}: HTTP {status}")
-    except WebPushException as error:  # the subscription's keys cannot be used
-        return _Attempt(subscription.pk, "failed", f"{where}: {error.message}"[:200])
-    except requests.Timeout:
+    except urllib3.exceptions.TimeoutError:
         return _Attempt(subscription.pk, "failed", f"{where}: timed out after {timeout:g} s")
-    except requests.RequestException as error:
+    except urllib3.exceptions.HTTPError as error:
         return _Attempt(subscription.pk, "failed", f"{where}: {type(error).__name__}")
     except Exception as error:  # a broken key must not stop the other sends
         logger.exception("push to %s could not be prepared", where)
