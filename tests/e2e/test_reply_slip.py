@@ -13,13 +13,19 @@ from playwright.sync_api import Locator, Page, expect
 from circulars import questions
 from circulars.models import Answer, Circular, QuestionKind, Receipt, ReceiptMethod
 from circulars.questions import QuestionData
-from circulars.services import CircularData, circular_create, circular_publish
+from circulars.services import (
+    CircularData,
+    circular_create,
+    circular_publish,
+    receipts_sync_for_household,
+)
 from communities.models import Block, DeliveryMode, Household, RoleKind
 from tests.e2e.live_browser import PHONE, BrowserTestCase, ja
 from tests.factories import (
     BlockFactory,
     CommunityFactory,
     HouseholdFactory,
+    MemberFactory,
     UserFactory,
     give_role,
     mfa_enable,
@@ -146,3 +152,25 @@ class ReplySlipTests(BrowserTestCase):
         link = desk.get_by_role("link", name=f"{ja('Enter answers for them')} {sasaki.label}")
         expect(link).to_be_visible()
         self.page_check(desk, "reply-slip-ledger")
+
+    def test_resident_answers_on_the_phone_with_the_same_fields(self) -> None:
+        household = HouseholdFactory.create(block=self.block, label="小林", circulation_order=9)
+        resident = MemberFactory.create(household=household, display_name="小林 一郎").user
+        receipts_sync_for_household(household=household)  # joined after publishing
+        phone = self.new_page(user=resident)
+        phone.goto(self.url(self.path()))
+        expect(phone.get_by_role("heading", level=2, name=ja("Please answer"))).to_be_visible()
+        phone.get_by_role("radio", name=ja("Attending")).check()
+        phone.get_by_label(ja("Number of people attending (if attending)")).fill("3")
+        phone.get_by_role("radio", name="公園の入口").check()
+        self.page_check(phone, "reply-slip-resident-form")
+        scroll_width = phone.evaluate("document.documentElement.scrollWidth")
+        self.assertLessEqual(scroll_width, PHONE["width"], "the form scrolls sideways")
+        phone.get_by_role("button", name=ja("Answer and confirm")).click()
+        expect(phone.locator(".confirmed-badge")).to_be_visible()
+        receipt = Receipt.objects.get(circular=self.circular, household=household)
+        self.assertEqual(receipt.method, ReceiptMethod.APP)
+        self.assertEqual(
+            sorted(Answer.objects.filter(receipt=receipt).values_list("method", flat=True)),
+            [ReceiptMethod.APP, ReceiptMethod.APP],
+        )
