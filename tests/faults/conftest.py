@@ -4,6 +4,7 @@ servers a test starts, stopped afterwards whatever happened."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import tempfile
@@ -31,9 +32,7 @@ def private_postgres() -> Iterator[PrivatePostgres]:
             service_unavailable(f"a private PostgreSQL cluster could not start: {error!r}")
         try:
             cluster.sql("postgres", f"CREATE DATABASE {TEMPLATE}")
-            env = server_env(
-                data_dir=Path(root), database_url=cluster.url(TEMPLATE), redis_url=""
-            )
+            env = server_env(data_dir=Path(root), database_url=cluster.url(TEMPLATE), redis_url="")
             run_python(env, "manage.py", "migrate", "--no-input", "-v", "0")
             yield cluster
         finally:
@@ -65,11 +64,7 @@ def stack(private_postgres: PrivatePostgres) -> Iterator[Stack]:
             for server in built.servers:
                 server.stop()
             redis.kill()
-            try:
-                private_postgres.start()  # a test may have left it stopped
-            except Exception:
-                pass
-            try:
-                private_postgres.sql("postgres", f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
-            except Exception:
-                pass
+            # A test may have left the cluster stopped; starting a running one fails.
+            with contextlib.suppress(RuntimeError):
+                private_postgres.start()
+            private_postgres.sql("postgres", f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")

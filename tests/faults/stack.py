@@ -256,7 +256,7 @@ def run_python(env: dict[str, str], *args: str, timeout: float = 180) -> str:
     return result.stdout
 
 
-def start_server(env: dict[str, str], name: str) -> AppServer:
+def launch_server(env: dict[str, str], name: str) -> AppServer:
     port = free_port()
     log = Path(env["KAIRAN_DATA_DIR"]) / f"server-{name}.log"
     with log.open("wb") as log_file:
@@ -285,7 +285,11 @@ def start_server(env: dict[str, str], name: str) -> AppServer:
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
-    server = AppServer(name=name, port=port, process=process, log=log)
+    return AppServer(name=name, port=port, process=process, log=log)
+
+
+def wait_serving(server: AppServer) -> AppServer:
+    process, name = server.process, server.name
     deadline = time.monotonic() + START_TIMEOUT
     while True:
         if process.poll() is not None:
@@ -356,14 +360,25 @@ def confirm(server: AppServer, *, slug: str, circular_id: int, session: str) -> 
     )
 
 
-async def open_ledger(
-    server: AppServer, *, slug: str, circular_id: int, session: str, timeout: float = 5
-) -> ClientConnection:
-    """A chair's 配布状況 socket, returned once the server has said hello."""
+@dataclass(frozen=True)
+class Ledger:
+    """Which 配布状況 to open, as whom."""
+
+    slug: str
+    circular_id: int
+    session: str
+
+    @property
+    def path(self) -> str:
+        return f"/ws/c/{self.slug}/circulars/{self.circular_id}/ledger/"
+
+
+async def open_ledger(server: AppServer, ledger: Ledger, *, timeout: float = 5) -> ClientConnection:
+    """A 配布状況 socket, returned once the server has said hello."""
     websocket = await connect(
-        f"ws://127.0.0.1:{server.port}/ws/c/{slug}/circulars/{circular_id}/ledger/",
+        f"ws://127.0.0.1:{server.port}{ledger.path}",
         origin=Origin(server.origin),
-        additional_headers={"Cookie": f"sessionid={session}"},
+        additional_headers={"Cookie": f"sessionid={ledger.session}"},
         compression=None,
         open_timeout=timeout,
     )
@@ -377,7 +392,7 @@ async def open_ledger(
 
 
 async def reconnect_ledger(
-    servers: list[AppServer], *, slug: str, circular_id: int, session: str, within: float
+    servers: list[AppServer], ledger: Ledger, *, within: float
 ) -> tuple[ClientConnection, AppServer, int]:
     """What the page's script does: try again (every 0.25 s here) until a socket says hello.
 
@@ -385,25 +400,28 @@ async def reconnect_ledger(
     """
     deadline = time.monotonic() + within
     attempts = 0
+    last_error: Exception | None = None
     while True:
         for server in servers:
             attempts += 1
             try:
-                socket = await open_ledger(
-                    server, slug=slug, circular_id=circular_id, session=session, timeout=2
-                )
-            except (OSError, TimeoutError, AssertionError, Exception):
+                socket = await open_ledger(server, ledger, timeout=2)
+            except Exception as error:  # refused, reset or closed before hello: try again
+                last_error = error
                 continue
             return socket, server, attempts
         if time.monotonic() > deadline:
-            raise AssertionError(f"no ledger socket within {within} s ({attempts} attempts)")
+            raise AssertionError(
+                f"no ledger socket within {within} s ({attempts} attempts): {last_error!r}"
+            )
         await asyncio.sleep(0.25)
 
 
 async def drain_receipts(
     websocket: ClientConnection, *, wanted: set[int], timeout: float
 ) -> set[int]:
-    """Household ids of confirmed-receipt events until all ``wanted`` arrived or time is up."""
+    """Household ids of confirmed-receipt events until all ``wanted`` arrived or time is up
+    (events for other households that arrive meanwhile are included)."""
     seen: set[int] = set()
     deadline = asyncio.get_running_loop().time() + timeout
     while not wanted <= seen:
@@ -439,8 +457,9 @@ def seed(households: int, circulars: int) -> None:
     One block of ``households`` households with a resident each (the first household has
     a second phone), a chair, and ``circulars`` published circulars to every household.
     """
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
     from django.contrib.auth.models import User
-    from django.test import Client
+    from django.contrib.sessions.backends.db import SessionStore
 
     from circulars.services import CircularData, circular_create, circular_publish
     from communities.models import RoleKind
@@ -468,9 +487,13 @@ def seed(households: int, circulars: int) -> None:
         published.append(circular_publish(circular=circular).pk)
 
     def session_key(user: User) -> str:
-        client = Client()
-        client.force_login(user)
-        return str(client.cookies["sessionid"].value)
+        # What login() stores, without its signals and rotation: quick for many users.
+        store = SessionStore()
+        store[SESSION_KEY] = str(user.pk)
+        store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+        store[HASH_SESSION_KEY] = user.get_session_auth_hash()
+        store.create()
+        return str(store.session_key)
 
     print(
         json.dumps(
@@ -505,10 +528,11 @@ class Stack:
     env: dict[str, str]
     servers: list[AppServer] = field(default_factory=list)
 
-    def serve(self, name: str) -> AppServer:
-        server = start_server(self.env, name)
-        self.servers.append(server)
-        return server
+    def serve(self, *names: str) -> list[AppServer]:
+        """Start one server process per name, side by side, and wait until all answer."""
+        started = [launch_server(self.env, name) for name in names]
+        self.servers.extend(started)
+        return [wait_serving(server) for server in started]
 
     def logs(self) -> str:
         return "\n".join(f"--- {s.name} ---\n{s.log_tail()}" for s in self.servers)

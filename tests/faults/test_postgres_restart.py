@@ -76,13 +76,17 @@ def writer(households: int, stop_file: str) -> None:
         print(json.dumps(done), flush=True)
 
 
-def _progress(background: subprocess.Popen[str], until: Callable[[dict[str, int]], bool]) -> dict[str, int]:
+def _progress(
+    background: subprocess.Popen[str], until: Callable[[dict[str, int]], bool]
+) -> dict[str, int]:
     assert background.stdout is not None
     for line in background.stdout:
         done: dict[str, int] = json.loads(line)
         if until(done):
             return done
-    raise AssertionError(f"the writer stopped: {background.stderr.read() if background.stderr else ''}")
+    raise AssertionError(
+        f"the writer stopped: {background.stderr.read() if background.stderr else ''}"
+    )
 
 
 def _outage_text() -> list[str]:
@@ -98,11 +102,16 @@ def _outage_text() -> list[str]:
 
 def test_postgres_restart_gives_a_clear_503_then_everything_works(stack: Stack) -> None:
     seeded = run_seed(stack.env, households=HOUSEHOLDS)
-    server = stack.serve("a")
+    (server,) = stack.serve("a")
     slug, circular_id = seeded.slug, seeded.circular_ids[0]
     page = f"/c/{slug}/circulars/{circular_id}/"
 
-    assert confirm(server, slug=slug, circular_id=circular_id, session=seeded.resident_sessions[0]).status == 302
+    assert (
+        confirm(
+            server, slug=slug, circular_id=circular_id, session=seeded.resident_sessions[0]
+        ).status
+        == 302
+    )
 
     stop_file = Path(stack.env["KAIRAN_DATA_DIR"]) / "stop-writer"
     script = (
@@ -125,7 +134,9 @@ def test_postgres_restart_gives_a_clear_503_then_everything_works(stack: Stack) 
 
         outage = [
             request(server, "GET", page, session=seeded.resident_sessions[1]),
-            confirm(server, slug=slug, circular_id=circular_id, session=seeded.resident_sessions[1]),
+            confirm(
+                server, slug=slug, circular_id=circular_id, session=seeded.resident_sessions[1]
+            ),
             request(server, "GET", "/", session=seeded.resident_sessions[2]),
         ]
         health = request(server, "GET", "/healthz")
