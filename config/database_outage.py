@@ -54,7 +54,9 @@ class DatabaseUnavailableMiddleware:
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if not is_database_outage(exception):
             return None
-        logger.warning("database unavailable for %s %s: %s", request.method, request.path, exception)
+        logger.warning(
+            "database unavailable for %s %s: %s", request.method, request.path, exception
+        )
         return unavailable_response(request)
 
 

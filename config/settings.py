@@ -171,12 +171,19 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env("REDIS_URL")
 
 if REDIS_URL:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
     CHANNEL_LAYERS = {
         "default": {
             # The pub/sub layer: the core RedisChannelLayer drops group messages over its
             # capacity without a word.
             "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": env("KAIRAN_CHANNEL_PREFIX", "asgi")},
+            "CONFIG": {
+                # Retry a command once on a dead connection: the first publish after a
+                # Redis restart would otherwise fail and its event be lost.
+                "hosts": [{"address": REDIS_URL, "retry_on_error": [RedisConnectionError]}],
+                "prefix": env("KAIRAN_CHANNEL_PREFIX", "asgi"),
+            },
         }
     }
     CACHES = {

@@ -51,6 +51,7 @@ class LayerWatchdog:
                     await consumer.close(code=CLOSE_CODE_LAYER_DOWN)
                 except Exception:
                     logger.debug("closing a socket failed", exc_info=True)
+            await reset_layer()
 
 
 async def probe() -> bool:
@@ -65,6 +66,23 @@ async def probe() -> bool:
     except Exception:
         return False
     return True
+
+
+async def reset_layer() -> None:
+    """Drop the layer's connections and subscriptions once its sockets are closed.
+
+    After Redis restarts, channels-redis keeps a dead subscriber connection and believes
+    it is still subscribed: sockets that reconnect say hello and then never hear a thing.
+    Flushed, the layer connects and subscribes afresh for the next socket.
+    """
+    layer = get_channel_layer()
+    flush = getattr(layer, "flush", None)
+    if flush is None:
+        return
+    try:
+        await asyncio.wait_for(flush(), PROBE_TIMEOUT_SECONDS)
+    except Exception:
+        logger.debug("flushing the channel layer failed", exc_info=True)
 
 
 _watchdogs: dict[asyncio.AbstractEventLoop, LayerWatchdog] = {}
