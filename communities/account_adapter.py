@@ -8,10 +8,21 @@ from allauth.account.adapter import DefaultAccountAdapter
 from django.conf import settings
 from django.http import HttpRequest
 from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 
 class AccountAdapter(DefaultAccountAdapter):
     """Officers and helpers sign in by email code; residents never come through here."""
+
+    # allauth says "too many failed login attempts" also when codes were only requested
+    # often: say what happened and what to do instead.
+    error_messages = {
+        **DefaultAccountAdapter.error_messages,
+        "too_many_login_attempts": _(
+            "There were too many attempts with this email address. "
+            "Wait a few minutes, then try again."
+        ),
+    }
 
     def is_open_for_signup(self, request: HttpRequest) -> bool:
         # Anyone may start an association; residents join with invite cards instead.

@@ -232,7 +232,9 @@ ACCOUNT_UNIQUE_EMAIL = True
 ACCOUNT_USER_MODEL_USERNAME_FIELD = "username"
 ACCOUNT_LOGOUT_ON_GET = False
 ACCOUNT_RATE_LIMITS = {
-    "login": "30/m/ip,10/m/key",
+    # allauth's login view has no key to count per address ("/key" there is a 500 on
+    # every login); attempts per address are counted by login_failed and request_login_code.
+    "login": "30/m/ip",
     "login_failed": "10/m/ip,5/5m/key",
     "confirm_email": "1/3m/key",
     "request_login_code": "20/m/ip,3/m/key",

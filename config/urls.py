@@ -26,3 +26,5 @@ urlpatterns = [
 ]
 
 handler500 = "config.database_outage.server_error"
+# allauth answers its own rate limits (login floods) with this view: the same Japanese page.
+handler429 = "communities.ratelimit.too_many"
