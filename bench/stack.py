@@ -363,7 +363,7 @@ class Stack:
                 uvicorn=self.uvicorn_port,
                 nginx=self.nginx_port,
                 nofile=NOFILE,
-                conns=NOFILE // 2,
+                conns=NOFILE - 1000,  # per worker; a proxied socket takes two
             )
         )
         self._spawn("nginx", [ensure_nginx(), "-c", str(conf), "-p", str(self.tmp)])

@@ -20,6 +20,7 @@ from typing import Any
 async def serve(port: int) -> None:
     from websockets.asyncio.server import broadcast
     from websockets.asyncio.server import serve as ws_serve
+    from websockets.exceptions import ConnectionClosed
 
     connected: set[Any] = set()
 
@@ -33,6 +34,8 @@ async def serve(port: int) -> None:
                         broadcast(connected, payload)
                         if n % 10 == 9:
                             await asyncio.sleep(0)  # let the writes drain
+        except ConnectionClosed:
+            pass  # the clients go away without a closing handshake
         finally:
             connected.discard(socket)
 
