@@ -22,6 +22,7 @@ from communities.models import DeliveryMode, Household, Member, RoleKind
 from tests.circulars.test_print_pack import (
     ARTIFACTS,
     Pdf,
+    Word,
     fonts,
     qr_codes,
     read_back,
@@ -125,10 +126,17 @@ def status_cells(pdf: Pdf, page: int, labels: list[str]) -> dict[str, str]:
     words between that column's header and the boxes' column, from the household's name
     down to the next household's."""
     found = words(pdf.path, page)
-    status_head = next(w for w in found if w.text == ja("Status when printed").split()[0])
-    check_head = next(
-        w for w in found if w.text == ja("Check").split()[0] and abs(w.y0 - status_head.y0) < 5
-    )
+    first_row = min(w.y0 for w in found if w.text in labels)
+
+    def header(message: str) -> Word:
+        """The column's header word (it may wrap: its first line is a prefix)."""
+        text = ja(message)
+        return max(
+            (w for w in found if w.y0 < first_row and len(w.text) >= 2 and text.startswith(w.text)),
+            key=lambda w: w.y0,
+        )
+
+    status_head, check_head = header("Status when printed"), header("Check")
     names = sorted(
         (
             (next(w for w in found if w.text == label and w.x1 < status_head.x0), label)
@@ -182,7 +190,7 @@ def test_a_drill_checklist_for_one_block(town: Town, tmp_path: Path) -> None:
     }
     assert "桜町1-2-3" in page and "裏口から" in page
     # The boxes, once per household.
-    assert page.count("□") == 3 * len(labels)
+    assert page.count("□無事") == page.count("□支援が必要") == page.count("□不在") == len(labels)
     assert result.household_ids == [h.pk for h in block1.in_order]
     # The font is embedded, and the QR code opens the block's recording screen.
     listed = fonts(pdf.path)
@@ -200,6 +208,7 @@ def test_every_page_of_a_long_block_says_drill(town: Town, tmp_path: Path) -> No
     result = safety_checklist_pdf(circular=check, blocks=[town.block1], base_url=BASE)
 
     pdf = read_back(result, tmp_path)
+    shutil.copy(pdf.path, ARTIFACTS / "safety-checklist-long.pdf")
     assert result.pages >= 2
     pages = reading_order(pdf)
     for number, text in enumerate(pages, start=1):
