@@ -155,7 +155,7 @@ def _attachment_readers(circular: Circular) -> tuple[list[Any], list[str]]:
 
 PART_PREFIXES = ("cover-", "sheet-", "answers-", "label-", "slip-")
 # Questions per table of the 回覧 reply sheet: more would make columns too narrow to tick.
-SHEET_QUESTIONS_PER_TABLE = 3
+SHEET_QUESTIONS_PER_TABLE = 4
 
 
 def _printed_text(text: str, furigana: bool) -> str:

@@ -189,7 +189,8 @@ def test_circulating_copy_gets_a_reply_sheet(town: Town, leader: str, tmp_path: 
     )
     member = MemberFactory.create(household=both)
     households.append(both)
-    circular = asking(town, mode=PaperDistribution.CIRCULATE)
+    fifth = (QuestionKind.SINGLE, "反省会に参加しますか", ["はい", "いいえ"])
+    circular = asking(town, mode=PaperDistribution.CIRCULATE, asked=[*ASKED, fifth])
     # 江藤 answered on the phone already: the sheet says so in its row.
     [attendance, *_rest] = questions.questions_for(circular=circular)
     questions.answers_submit(
@@ -214,10 +215,11 @@ def test_circulating_copy_gets_a_reply_sheet(town: Town, leader: str, tmp_path: 
     # Landscape, so that a row holds three questions' boxes.
     page = PdfReader(io.BytesIO(result.pdf)).pages[3]
     assert float(page.mediabox.width) > float(page.mediabox.height)
-    # Two tables (three questions, then the fourth), each listing the households in order.
+    # Two tables (four questions, then the fifth), each listing the households in order.
     flat = compact(sheet)
-    first, second = flat.split("4." + ASKED[3][1], 1)
-    assert_in_order(first, ["1." + ASKED[0][1], "2." + ASKED[1][1], "3." + ASKED[2][1]])
+    first, second = flat.split("5." + fifth[1], 1)
+    assert_in_order(first, [f"{n}.{prompt}" for n, (_kind, prompt, _c) in enumerate(ASKED, 1)])
+    assert second.count("□いいえ") == len(households) - 1
     for table in (first, second):
         assert_in_order(table, [household.label for household in households])
     # Every household still to answer gets boxes for 出席/欠席 and each option; 江藤 not.
