@@ -436,8 +436,10 @@ def test_the_ledger_links_each_block_to_its_recording_screen(town: Town, round_:
     )
     for block in (town.block1, town.block2):
         assert f'href="{record_url(town, check, block)}"' in html
-    # No 手渡し / 電話 / 訪問 confirmations without an answer on a safety check.
-    assert "ledger_proxy" not in html and "/proxy/" not in html
+    # No 手渡し / 電話 / 訪問 confirmations and no sign-off sheet: without an answer they
+    # would say nothing about the household.
+    assert "/proxy/" not in html
+    assert "/paper/" not in html.split('id="ledger-body"')[1]
     notice = services.circular_publish(
         circular=services.circular_create(
             community=town.community, author=town.chair, data=CircularData(title="清掃")
@@ -449,6 +451,7 @@ def test_the_ledger_links_each_block_to_its_recording_screen(town: Town, round_:
         .content.decode()
     )
     assert "/safety/" not in plain and "/proxy/" in plain
+    assert f"/paper/{town.block1.pk}/" in plain  # 石井 and 上田 are on paper
 
 
 def test_the_followup_list_shows_unknown_households_at_once_paper_first(
