@@ -203,10 +203,13 @@ def profile_answers(members: list[Any], checks: dict[int, Any], sessions: dict) 
     import cProfile
     import pstats
 
+    from django.db import connection
     from django.test import Client
+    from django.test.utils import CaptureQueriesContext
     from django.urls import reverse
 
     client = Client(HTTP_X_FORWARDED_PROTO="https", HTTP_ACCEPT="application/json")
+    counted: list[int] = []
     profiler = cProfile.Profile()
     began = time.perf_counter()
     for member in members:
@@ -220,18 +223,30 @@ def profile_answers(members: list[Any], checks: dict[int, Any], sessions: dict) 
             kwargs={"slug": community.slug, "circular_id": checks[community.pk].pk},
         )
         profiler.enable()
-        response = client.post(
+        with CaptureQueriesContext(connection) as queries:
+            response = client.post(
+                path,
+                {"status": "safe", "key": str(uuid.uuid4())},
+                HTTP_X_CSRFTOKEN=csrf,
+                HTTP_ORIGIN=f"https://{HOST}",
+                HTTP_HOST=HOST,
+            )
+        profiler.disable()
+        counted.append(len(queries.captured_queries))
+        assert response.status_code == 200, (response.status_code, response.content[:300])
+    elapsed = (time.perf_counter() - began) / len(members) * 1000
+    print(f"{elapsed:.1f} ms per answer in process, {max(counted)} queries (last: {counted[-1]})")
+    with CaptureQueriesContext(connection) as last:
+        client.post(
             path,
-            {"status": "safe", "key": str(uuid.uuid4())},
+            {"status": "help", "key": str(uuid.uuid4())},
             HTTP_X_CSRFTOKEN=csrf,
             HTTP_ORIGIN=f"https://{HOST}",
             HTTP_HOST=HOST,
         )
-        profiler.disable()
-        assert response.status_code == 200, (response.status_code, response.content[:300])
-    elapsed = (time.perf_counter() - began) / len(members) * 1000
-    print(f"{elapsed:.1f} ms per answer in process")
-    pstats.Stats(profiler).sort_stats("cumulative").print_stats(45)
+    for query in last.captured_queries:
+        print(f"  {query['time']:>6} s  {query['sql'][:150]}")
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
 
 
 # --- the run ------------------------------------------------------------------------------
