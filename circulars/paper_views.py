@@ -12,7 +12,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 
 from circulars import paper, questions, selectors
-from circulars.models import Circular, CircularStatus, ReceiptMethod
+from circulars.models import Circular, CircularKind, CircularStatus, ReceiptMethod
 from circulars.print_pack import print_pack_pdf
 from communities.decorators import community_view, request_user
 from communities.models import Block
@@ -108,6 +108,14 @@ def signoff(request: HttpRequest, access: Access, circular_id: int, block_id: in
     """The returned 回覧表, tapped in: one big toggle per household, in the sheet's order."""
     circular = _published(access, circular_id)
     block = _block_of(access, circular, block_id)
+    if circular.kind == CircularKind.SAFETY:
+        # A tick on a 回覧表 is not an answer: safety checks are recorded 無事 / 支援が必要.
+        return redirect(
+            "circulars:safety_record",
+            slug=access.community.slug,
+            circular_id=circular.pk,
+            block_id=block.pk,
+        )
     user = request_user(request)
     notice = ""
     if request.method == "POST":

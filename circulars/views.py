@@ -549,6 +549,10 @@ def ledger_proxy(
     """A 班長's one-tap proxy confirmation: 手渡し / 電話 / 訪問."""
     circular = selectors.circular_get_for_staff(access=access, circular_id=circular_id)
     row = selectors.ledger_row(access=access, circular=circular, household_id=household_id)
+    if safety.is_safety_check(circular):
+        # A confirmation without 無事 / 支援が必要 says nothing about a household's safety.
+        # ja: 安否確認は「安否を記録」から、無事か支援が必要かを記録してください。
+        return HttpResponseBadRequest(_("Record a safety check with 「Record safety」."))
     method = request.POST.get("method", "")
     if method not in {m.value for m in PROXY_METHODS} or row.household is None:
         return HttpResponseBadRequest(_("Choose how the household was reached."))

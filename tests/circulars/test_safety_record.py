@@ -492,3 +492,26 @@ def test_the_followup_list_forgets_a_check_after_three_days(town: Town, round_: 
     )
     html = client_for(town.leader1).get(reverse("circulars:followup", args=[town.community.slug]))
     assert check.title not in text_of(html.content)
+
+
+def test_a_safety_check_is_not_confirmed_without_an_answer(town, client):
+    """The ledger's one-tap proxy and the 回覧表 sign-off say nothing about safety: refused,
+    and the sign-off screen leads to the recording screen instead."""
+    from django.urls import reverse
+
+    from circulars import safety
+    from circulars.models import Receipt
+
+    check = safety.safety_check_start(community=town.community, author=town.chair, drill=True)
+    client.force_login(town.leader1)
+    slug = town.community.slug
+    proxy = reverse("circulars:ledger_proxy", args=[slug, check.pk, town.household1.pk])
+    response = client.post(proxy, {"method": "proxy_visit"})
+    assert response.status_code == 400
+    signoff = reverse("circulars:paper_signoff", args=[slug, check.pk, town.block1.pk])
+    response = client.post(signoff, {"action": "all"})
+    assert response.status_code == 302
+    assert response["Location"] == reverse(
+        "circulars:safety_record", args=[slug, check.pk, town.block1.pk]
+    )
+    assert not Receipt.objects.filter(circular=check, confirmed_at__isnull=False).exists()
