@@ -22,6 +22,7 @@ from collections.abc import Callable
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views import defaults
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,16 @@ def unavailable_response(request: HttpRequest) -> HttpResponse:
     )
     response["Retry-After"] = str(RETRY_AFTER_SECONDS)
     response["Cache-Control"] = "no-store"
+    if request.headers.get("HX-Request"):
+        # htmx does not swap an error response, so a 「確認しました」 pressed through htmx
+        # would seem to do nothing. It does follow HX-Redirect, whatever the status: reload
+        # the page the person is on, which explains the outage (or, if the database is
+        # back, shows the circular still unconfirmed).
+        current = request.headers.get("HX-Current-URL", "")
+        same_site = url_has_allowed_host_and_scheme(
+            current, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        )
+        response["HX-Redirect"] = current if current and same_site else "/"
     return response
 
 

@@ -321,10 +321,11 @@ def request(
     *,
     session: str = "",
     form: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
     timeout: float = 15,
 ) -> Response:
     """One HTTP request; a POST carries a CSRF token pair as a browser's would."""
-    headers: dict[str, str] = {}
+    headers = dict(headers or {})
     cookies: dict[str, str] = {}
     if session:
         cookies["sessionid"] = session

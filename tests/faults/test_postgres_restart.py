@@ -139,6 +139,14 @@ def test_postgres_restart_gives_a_clear_503_then_everything_works(stack: Stack) 
             ),
             request(server, "GET", "/", session=seeded.resident_sessions[2]),
         ]
+        pressed_through_htmx = request(
+            server,
+            "POST",
+            f"{page}confirm/",
+            session=seeded.resident_sessions[1],
+            form={"key": "00000000-0000-4000-8000-000000000000"},
+            headers={"HX-Request": "true", "HX-Current-URL": f"{server.origin}{page}"},
+        )
         health = request(server, "GET", "/healthz")
         stack.postgres.start()
         up_at = time.monotonic()
@@ -169,6 +177,9 @@ def test_postgres_restart_gives_a_clear_503_then_everything_works(stack: Stack) 
             assert sentence in response.body
         assert "<script" not in response.body  # nothing that would need a nonce or a session
         assert "content-security-policy" in response.headers
+    # htmx swaps no error response but follows HX-Redirect: back to the page, which explains.
+    assert pressed_through_htmx.status == 503
+    assert pressed_through_htmx.headers["hx-redirect"] == f"{server.origin}{page}"
     assert health.status == 503
     assert json.loads(health.body)["database"] != "ok"
 
