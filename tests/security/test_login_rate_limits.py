@@ -118,3 +118,30 @@ def test_every_production_limit_is_one_allauth_can_count(
     client = Client()
     response = client.post("/accounts/login/", {"login": "yakuin@example.jp"})
     assert response.status_code in {200, 302}
+
+
+def test_the_login_page_mails_codes_under_the_same_per_address_limit(
+    production_limits: dict[str, str],
+) -> None:
+    """The login page's email field also sends a code (password login is not offered), so
+    hammering it for one address stops at the same limit, with the same message."""
+    allowed = _per_minute(production_limits, "request_login_code", "key")
+    services.user_get_or_create_by_email(email="yakuin@example.jp")
+    with time_machine.travel(START, tick=False) as traveller:
+        statuses = [
+            Client().post("/accounts/login/", {"login": "yakuin@example.jp"}).status_code
+            for _ in range(allowed)
+        ]
+        assert statuses == [302] * allowed
+        refused = Client().post("/accounts/login/", {"login": "yakuin@example.jp"})
+        assert refused.status_code == 200
+        assert refused.context["form"].errors["login"] == [
+            _japanese(
+                "There were too many attempts with this email address. "
+                "Wait a few minutes, then try again."
+            )
+        ]
+        assert len(mail.outbox) == allowed
+        traveller.shift(61)
+        assert Client().post("/accounts/login/", {"login": "yakuin@example.jp"}).status_code == 302
+        assert len(mail.outbox) == allowed + 1
