@@ -64,3 +64,12 @@ def test_htmx_is_sent_back_to_its_own_page(current: str, expected: str) -> None:
     assert response is not None
     assert response.status_code == 503
     assert response["HX-Redirect"] == expected
+
+
+def test_the_500_page_is_styled_without_inline_styles() -> None:
+    """CSP allows styles from 'self' only: the page links the stylesheet."""
+    request = RequestFactory().get("/")
+    body = server_error(request).content.decode()
+    assert "style=" not in body
+    assert "/static/css/kairan" in body
+    assert "エラーが起きました" in body
