@@ -39,6 +39,8 @@ from communities.ratelimit import rate_limited, too_many
 from communities.selectors import Access, display_preferences
 
 # 手渡し / 電話 / 訪問, as the one-tap buttons of the ledger and the follow-up list show them.
+# Short refusals of htmx taps: kairan.js shows a plain-text answer as it is.
+PLAIN_TEXT = "text/plain; charset=utf-8"
 PROXY_CHOICES = [(method.value, method.label) for method in PROXY_METHODS]
 
 
@@ -552,10 +554,14 @@ def ledger_proxy(
     if safety.is_safety_check(circular):
         # A confirmation without 無事 / 支援が必要 says nothing about a household's safety.
         # ja: 安否確認は「安否を記録」から、無事か支援が必要かを記録してください。
-        return HttpResponseBadRequest(_("Record a safety check with 「Record safety」."))
+        return HttpResponseBadRequest(
+            _("Record a safety check with 「Record safety」."), content_type=PLAIN_TEXT
+        )
     method = request.POST.get("method", "")
     if method not in {m.value for m in PROXY_METHODS} or row.household is None:
-        return HttpResponseBadRequest(_("Choose how the household was reached."))
+        return HttpResponseBadRequest(
+            _("Choose how the household was reached."), content_type=PLAIN_TEXT
+        )
     result = services.receipt_confirm(
         circular=circular,
         household=row.household,

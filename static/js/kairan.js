@@ -16,6 +16,29 @@
     }
   });
 
+  /* A tap sent with htmx that is refused (400, 429, 503) or cannot be sent must say so:
+     htmx swaps nothing on an error response. A short plain-text answer (a 400 naming
+     what was wrong) is shown as it is. */
+  function showProblem(kind, text) {
+    var box = document.getElementById("request-problem");
+    if (!box) { return; }
+    box.textContent = text || box.getAttribute("data-text-" + kind) || box.getAttribute("data-text-other");
+    box.hidden = false;
+    box.scrollIntoView({ block: "center" });
+  }
+  document.addEventListener("htmx:responseError", function (event) {
+    var xhr = event.detail && event.detail.xhr;
+    var status = xhr ? xhr.status : 0;
+    var type = xhr ? (xhr.getResponseHeader("Content-Type") || "") : "";
+    var plain = status === 400 && type.indexOf("text/plain") === 0 ? xhr.responseText.trim() : "";
+    showProblem(status === 429 ? "429" : status === 503 ? "503" : "other", plain.slice(0, 300));
+  });
+  document.addEventListener("htmx:sendError", function () { showProblem("offline", ""); });
+  document.addEventListener("htmx:beforeRequest", function () {
+    var box = document.getElementById("request-problem");
+    if (box) { box.hidden = true; }
+  });
+
   function fire(name, detail) {
     document.body.dispatchEvent(new CustomEvent(name, { bubbles: true, detail: detail }));
   }

@@ -133,6 +133,18 @@ class LiveLedgerTests(LedgerScene):
         self.page_check(ledger, "live-ledger-after")
         self.assert_clean_console()
 
+    def test_a_refused_tap_says_so(self) -> None:
+        """htmx swaps nothing on an error answer: the page must say the tap did not work.
+        The household is removed after the ledger opened, so the server answers 404."""
+        ledger = self.open_ledger()
+        Household.objects.filter(pk=self.households[1].pk).delete()
+        row = self.row(ledger, 1)
+        row.get_by_role("button", name=text_re("Handed over")).click()
+        problem = ledger.locator("#request-problem")
+        expect(problem).to_be_visible(timeout=LIVE_MS)
+        expect(problem).to_have_text(ja("That did not work. Please reload the page and try again."))
+        self.screenshot(ledger, "refused-tap")
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
