@@ -147,11 +147,11 @@ class PushProtocol(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.request = Request()
         self.transport: asyncio.Transport | None = None
+        self.pushed = False  # counted among the connections that carried pushes
 
     # asyncio callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
-        self.sink.stats.connections += 1
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -174,6 +174,9 @@ class PushProtocol(asyncio.Protocol):
         self.request.body += body
 
     def on_message_complete(self) -> None:
+        if not self.pushed and self.request.url.startswith(b"/push/"):
+            self.pushed = True
+            self.sink.stats.connections += 1
         status, reason, body = self.sink.handle(
             self.parser.get_method(),
             self.request.url,
