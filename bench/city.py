@@ -154,7 +154,7 @@ def load(
 
     main_households = min(main_households, households)
     rest = households - main_households
-    others = max(0, round(rest / 200)) if rest else 0
+    others = max(1, round(households / 200)) - 1 if rest else 0
     chair = User.objects.create_user(username="bench-chair", first_name="会長")
     TOTP.activate(chair, generate_totp_secret())  # the ledger needs two-step login
     main = services.community_create(name="ベンチ町内会", slug="bench-main", chair=chair)

@@ -459,6 +459,13 @@ class Run:
             done = runner.finish()
             runner.kill()
         dropped = sum(job["counts"]["dropped"] for job in done.values())
+        kinds: dict[str, int] = {}
+        for job in done.values():
+            for key, value in job["counts"].items():
+                if key.startswith("error_"):
+                    kinds[key] = kinds.get(key, 0) + value
+        if kinds:
+            log(f"  socket errors by kind: {kinds}")
         within, delays = 0, []
         for job in done.values():
             delays += [at - job["drop_at"] for at in job["reconnects"]]
