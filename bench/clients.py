@@ -195,7 +195,10 @@ async def _open_loop(job: dict[str, Any]) -> dict:
     import aiohttp
 
     results: list[tuple[int, int, float, float]] = []  # (i, status, latency ms, lag ms)
-    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=None, force_close=False)
+    # At most 5,000 connections per process: past that, requests wait in the client (their
+    # latency still counts from the scheduled time) instead of exhausting ephemeral ports
+    # and nginx's worker_connections.
+    connector = aiohttp.TCPConnector(limit=5000, ttl_dns_cache=None, force_close=False)
     timeout = aiohttp.ClientTimeout(total=30)
     t0, rate, origin = job["t0"], job["rate"], job["origin"]
     async with aiohttp.ClientSession(
