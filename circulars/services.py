@@ -184,8 +184,10 @@ def _publish_now(circular: Circular, now: datetime) -> Circular:
     circular.publish_at = circular.publish_at or now
     circular.save(update_fields=["status", "published_at", "publish_at", "updated_at"])
     _create_receipts(circular)
-    events.circular_published(circular=circular, household_ids=_audience_ids(circular))
+    # After commit, in this order: pushes and mails go to the worker first, then open
+    # inboxes hear of it (one message per household; they re-sync anyway).
     _notifications_plan(circular, now)
+    events.circular_published(circular=circular, household_ids=_audience_ids(circular))
     return circular
 
 

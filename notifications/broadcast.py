@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.db import transaction
 
 logger = logging.getLogger(__name__)
@@ -48,13 +50,43 @@ async def _send_all(layer: Any, groups: list[str], message: dict[str, Any]) -> N
             return
 
 
+_sender_lock = threading.Lock()
+_sender: tuple[int, asyncio.AbstractEventLoop] | None = None
+
+
+def _sender_loop() -> asyncio.AbstractEventLoop:
+    """One event loop per process, running in a daemon thread, for sends from sync code.
+
+    ``async_to_sync`` in a thread without a loop (a gunicorn worker, the task worker)
+    makes a new loop per call, and channels-redis keeps its connections per loop: every
+    broadcast opened and closed a Redis connection. On one long-lived loop the layer
+    keeps its connection. Made again after a fork (the pid changes).
+    """
+    global _sender
+    with _sender_lock:
+        if _sender is None or _sender[0] != os.getpid() or _sender[1].is_closed():
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="broadcast", daemon=True)
+            thread.start()
+            _sender = (os.getpid(), loop)
+        return _sender[1]
+
+
 def send_now(*, groups: Iterable[str], event: Event, handler: str = "event.forward") -> None:
     layer = get_channel_layer()
     if layer is None:
         return
     message: dict[str, Any] = {"type": handler, "payload": event.as_message()}
+    targets = list(groups)
     try:
-        async_to_sync(_send_all)(layer, list(groups), message)
+        if isinstance(layer, InMemoryChannelLayer):
+            # In-process queues belong to the server's own loop: send from there.
+            async_to_sync(_send_all)(layer, targets, message)
+        else:
+            future = asyncio.run_coroutine_threadsafe(
+                _send_all(layer, targets, message), _sender_loop()
+            )
+            future.result(timeout=SEND_TIMEOUT_SECONDS * len(targets) + 1)
     except Exception:
         logger.warning("broadcast of %s failed; clients will re-sync", event.type, exc_info=True)
 

@@ -279,3 +279,41 @@ def test_probe_fails_on_a_dead_redis(dead_layer: None) -> None:
 
 def test_probe_passes_in_memory(memory_layer: None) -> None:
     assert async_to_sync(probe)() is True
+
+
+def test_sends_from_sync_code_keep_one_redis_connection(redis_url: str) -> None:
+    """A gunicorn worker sends from plain threads: 20 broadcasts, not 20 connections."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    with override_settings(CHANNEL_LAYERS=layer_settings("redis", redis_url)):
+        channel_layers.backends = {}
+        listener = get_channel_layer()
+        assert listener is not None
+        send_now(groups=["kairan-test-warm"], event=Event(type="test.ping"))  # connects once
+        before = int(client.info("stats")["total_connections_received"])
+        received = []
+
+        async def receive_all() -> None:
+            channel = await listener.new_channel()
+            await listener.group_add("kairan-test-conn", channel)
+            for _ in range(20):
+                send_in_thread()
+                received.append(await listener.receive(channel))
+
+        def send_in_thread() -> None:
+            import threading
+
+            thread = threading.Thread(
+                target=send_now, kwargs={"groups": ["kairan-test-conn"], "event": Event("t.x")}
+            )
+            thread.start()
+            thread.join()
+
+        async_to_sync(receive_all)()
+        after = int(client.info("stats")["total_connections_received"])
+    channel_layers.backends = {}
+    client.close()
+    assert len(received) == 20
+    # The listener's own connection may be new, and Redis is shared; the old way made 21.
+    assert after - before <= 5, f"{after - before} new Redis connections for 20 sends"
