@@ -18,7 +18,7 @@ import random
 import resource
 import time
 import uuid
-from typing import Any
+from typing import Any, ClassVar
 
 
 def _raise_nofile() -> None:
@@ -306,7 +306,17 @@ def _entry(job: dict[str, Any], ready: Any, stop_flag: Any, drop_flag: Any, out:
 class Jobs:
     """Start jobs in processes; signal them; collect what they return."""
 
+    live: ClassVar[list[Jobs]] = []
+
+    @classmethod
+    def kill_all(cls) -> None:
+        """Every client process still running (after Ctrl-C or a failure)."""
+        for jobs in cls.live:
+            jobs.kill()
+        cls.live.clear()
+
     def __init__(self) -> None:
+        Jobs.live.append(self)
         self.ctx = mp.get_context("spawn")
         self.ready = self.ctx.Queue()
         self.out = self.ctx.Queue()

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import json
 import math
 import os
@@ -814,6 +815,8 @@ def running_stack(
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with &
+    faulthandler.register(signal.SIGUSR1)  # kill -USR1 PID prints where a run hangs
     tmp = Path(tempfile.mkdtemp(prefix="kairan-bench-"))
     os.chmod(tmp, 0o755)  # noqa: S103 - PostgreSQL's user must reach its data directory
     stack = Stack(tmp, gunicorn_workers=args.gunicorn_workers)
@@ -845,8 +848,7 @@ def running_stack(
         yield run
         run.close_residents()
     finally:
-        if run.resident_jobs is not None:
-            run.resident_jobs.kill()
+        Jobs.kill_all()
         stack.stop()
         if getattr(args, "keep", False):
             log(f"kept {tmp}")
