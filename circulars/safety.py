@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -122,7 +122,6 @@ class SafetyChanged(Event):
     block_id: int = 0
     household_id: int = 0
     status: str = ""
-    counts: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -227,7 +226,6 @@ def safety_report(
         )
     current = _current(receipt)
     current_status = current.status if current else ""
-    counts = _counts_after_commit(circular.pk, receipt.block_id)
     send_on_commit(
         groups=[
             ledger_totals_group(circular.pk),
@@ -240,20 +238,10 @@ def safety_report(
             block_id=receipt.block_id,
             household_id=household.pk,
             status=current_status,
-            counts=counts,
         ),
     )
     superseded = status in ANSWERS and current is not None and current.pk != report.pk
     return SafetyResult(report=report, status=current_status, superseded=superseded)
-
-
-def _counts_after_commit(circular_id: int, block_id: int) -> dict[str, int]:
-    """The block's counts including this report (read inside the transaction, which sees
-    its own write)."""
-    counts = SafetyCounts()
-    for row in _annotated(Receipt.objects.filter(circular_id=circular_id, block_id=block_id)):
-        counts.add(row.safety_status or "")  # type: ignore[attr-defined]
-    return counts.as_dict()
 
 
 # --- Reading: the board -------------------------------------------------------------------

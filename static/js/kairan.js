@@ -131,6 +131,15 @@
       if (data.type.indexOf("ledger.") === 0) { applyLedgerEvent(root, data); }
       if (data.type === "ledger.reset") { socket.close(4000); }
       fire("kairan:" + data.type.replace(/\./g, "-"), data);
+      /* Pages that re-fetch a whole body on events (the safety board) listen to
+         "kairan:changed" instead: at most one fetch per half second, and always one after
+         the last event, however many answers arrive. */
+      if (!root.kairanChanged) {
+        root.kairanChanged = window.setTimeout(function () {
+          root.kairanChanged = null;
+          fire("kairan:changed");
+        }, 500);
+      }
     });
     socket.addEventListener("close", function (event) {
       root.setAttribute("data-live-state", "closed");
