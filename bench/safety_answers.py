@@ -245,7 +245,9 @@ def profile_answers(members: list[Any], checks: dict[int, Any], sessions: dict) 
         )
     for query in last.captured_queries:
         print(f"  {query['time']:>6} s  {query['sql'][:150]}")
-    pstats.Stats(profiler).sort_stats(os.environ.get("BENCH_PROFILE_SORT", "tottime")).print_stats(int(os.environ.get("BENCH_PROFILE_LINES", "30")))
+    pstats.Stats(profiler).sort_stats(os.environ.get("BENCH_PROFILE_SORT", "tottime")).print_stats(
+        int(os.environ.get("BENCH_PROFILE_LINES", "30"))
+    )
 
 
 # --- the run ------------------------------------------------------------------------------
