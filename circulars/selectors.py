@@ -290,6 +290,13 @@ class Ledger:
     filter_block: int | None
     filter_method: str
     generated_at: datetime | None = None
+    # Large associations: rows only for one chosen block (block totals for all).
+    rows_folded: bool = False
+
+
+# Above this many households the ledger shows every block's totals and the rows of one
+# block at a time: 2,000 rows were a 5 MB page that took seconds to render and to scroll.
+LEDGER_ROWS_MAX = 300
 
 
 def ledger_snapshot(
@@ -332,7 +339,8 @@ def ledger_snapshot(
     by_block = {
         block.pk: LedgerBlock(block=block, counts=block_counts[block.pk]) for block in blocks
     }
-    for row in rows:
+    folded = block_id is None and totals.total > LEDGER_ROWS_MAX
+    for row in () if folded else rows:
         if row.block_id in by_block:
             by_block[row.block_id].rows.append(row)
     return Ledger(
@@ -344,6 +352,7 @@ def ledger_snapshot(
         filter_block=block_id,
         filter_method=method,
         generated_at=timezone.now(),
+        rows_folded=folded,
     )
 
 
