@@ -17,7 +17,7 @@ from circulars.print_pack import print_pack_pdf
 from communities.decorators import community_view, request_user
 from communities.models import Block
 from communities.params import int_param
-from communities.selectors import Access, block_get_visible
+from communities.selectors import Access
 
 
 def _published(access: Access, circular_id: int) -> Circular:
@@ -25,14 +25,6 @@ def _published(access: Access, circular_id: int) -> Circular:
     if circular.status != CircularStatus.PUBLISHED:
         raise Http404
     return circular
-
-
-def _block_of(access: Access, circular: Circular, block_id: int) -> Block:
-    """Only the block's 班長 and helpers, officers and the chair: anyone else gets 404."""
-    block = block_get_visible(access=access, block_id=block_id)
-    if not circular.receipts.filter(block=block).exists():
-        raise Http404
-    return block
 
 
 @community_view(staff=True, roster=True)
@@ -107,7 +99,7 @@ def print_page(request: HttpRequest, access: Access, circular_id: int) -> HttpRe
 def signoff(request: HttpRequest, access: Access, circular_id: int, block_id: int) -> HttpResponse:
     """The returned 回覧表, tapped in: one big toggle per household, in the sheet's order."""
     circular = _published(access, circular_id)
-    block = _block_of(access, circular, block_id)
+    block = selectors.circular_block_get(access=access, circular=circular, block_id=block_id)
     if circular.kind == CircularKind.SAFETY:
         # A tick on a 回覧表 is not an answer: safety checks are recorded 無事 / 支援が必要.
         return redirect(

@@ -25,7 +25,7 @@ from circulars.models import (
     Receipt,
     ReceiptMethod,
 )
-from circulars.paper_views import _block_of, _published
+from circulars.paper_views import _published
 from circulars.views import PROXY_CHOICES, _editable, _member_for, _ruby
 from communities.decorators import community_view, request_user
 from communities.params import int_param
@@ -253,7 +253,7 @@ def paper_answers(
     """「回答を入力」 on the sign-off screen: a returned reply slip, typed in by the helper.
     Who may: as for recording the sign-off sheet of that block."""
     circular = _published(access, circular_id)
-    block = _block_of(access, circular, block_id)
+    block = selectors.circular_block_get(access=access, circular=circular, block_id=block_id)
     receipt = paper.paper_receipt_get(circular=circular, block=block, household_id=household_id)
     back = reverse(
         "circulars:paper_signoff",

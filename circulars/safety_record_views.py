@@ -28,7 +28,7 @@ from circulars.models import Circular, CircularStatus, Receipt, ReceiptMethod, S
 from communities.decorators import community_view, request_user
 from communities.models import Block
 from communities.params import int_param
-from communities.selectors import Access, block_get_visible, user_display_name
+from communities.selectors import Access, user_display_name
 
 SESSION_METHOD = "kairan.safety_method"
 DEFAULT_METHOD = ReceiptMethod.PROXY_VISIT
@@ -41,14 +41,6 @@ def _safety_check(access: Access, circular_id: int) -> Circular:
     if not safety.is_safety_check(circular) or circular.status != CircularStatus.PUBLISHED:
         raise Http404
     return circular
-
-
-def _block_of(access: Access, circular: Circular, block_id: int) -> Block:
-    """Only the block's 班長 and helpers, officers and the chair: anyone else gets 404."""
-    block = block_get_visible(access=access, block_id=block_id)
-    if not circular.receipts.filter(block=block).exists():
-        raise Http404
-    return block
 
 
 def _method(request: HttpRequest) -> str:
@@ -176,7 +168,7 @@ def _field_error(field: str, message: str) -> HttpResponse:
 def record(request: HttpRequest, access: Access, circular_id: int, block_id: int) -> HttpResponse:
     """The block's households with one-tap 無事 / 支援が必要 / 不在 buttons."""
     circular = _safety_check(access, circular_id)
-    block = _block_of(access, circular, block_id)
+    block = selectors.circular_block_get(access=access, circular=circular, block_id=block_id)
     user = request_user(request)
     htmx = bool(request.headers.get("HX-Request"))
     context: dict[str, object] = {

@@ -37,7 +37,7 @@ from circulars.models import (
 )
 from circulars.search import search_normalise
 from communities.models import Block, DeliveryMode, Member
-from communities.selectors import Access
+from communities.selectors import Access, block_get_visible
 
 
 def _is_author(access: Access, circular: Circular) -> bool:
@@ -72,6 +72,15 @@ def circular_get_for_staff(*, access: Access, circular_id: int) -> Circular:
     if circular.all_blocks or circular.blocks.filter(pk__in=access.block_ids).exists():
         return circular
     raise Http404
+
+
+def circular_block_get(*, access: Access, circular: Circular, block_id: int) -> Block:
+    """A block this circular went to, for its 班長 and helpers, officers and the chair (the
+    sign-off and safety recording screens); 404 for anyone else."""
+    block = block_get_visible(access=access, block_id=block_id)
+    if not circular.receipts.filter(block=block).exists():
+        raise Http404
+    return block
 
 
 def can_staff_view(*, access: Access, circular_id: int) -> bool:
