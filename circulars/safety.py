@@ -425,11 +425,11 @@ def safety_followup(*, access: Access, now: datetime | None = None) -> list[Safe
         status=CircularStatus.PUBLISHED,
         published_at__gte=now - FOLLOWUP_FOR,
     ).order_by("-published_at", "-id")
-    block_ids = None if access.is_officer else access.block_ids
     items: list[SafetyFollowup] = []
     for check in checks:
         blocks: dict[int, SafetyFollowup] = {}
-        for row in safety_rows(circular=check, block_ids=block_ids):
+        visible = circular_staff_block_ids(access=access, circular=check)  # the ledger's rule
+        for row in safety_rows(circular=check, block_ids=visible):
             status = row.safety_status or ""  # type: ignore[attr-defined]
             item = blocks.setdefault(
                 row.block_id, SafetyFollowup(check, row.block, SafetyCounts(), [])

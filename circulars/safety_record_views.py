@@ -25,6 +25,7 @@ from django.views.decorators.http import require_http_methods
 
 from circulars import safety, selectors
 from circulars.models import Circular, CircularStatus, Receipt, ReceiptMethod, SafetyReport
+from circulars.views import PLAIN_TEXT
 from communities.decorators import community_view, request_user
 from communities.models import Block
 from communities.params import int_param
@@ -156,7 +157,7 @@ def _bad_request(error: ValidationError) -> HttpResponse:
     lines = [
         f"{field}: {message}" for field, errors in error.message_dict.items() for message in errors
     ]
-    return HttpResponseBadRequest("\n".join(lines), content_type="text/plain; charset=utf-8")
+    return HttpResponseBadRequest("\n".join(lines), content_type=PLAIN_TEXT)
 
 
 def _field_error(field: str, message: str) -> HttpResponse:
