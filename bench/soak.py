@@ -47,6 +47,47 @@ def sample(run: Run) -> dict[str, float]:
     return values
 
 
+def results_write(
+    *,
+    metrics: dict[str, float],
+    samples: list[dict[str, float]],
+    described: dict[str, str],
+    started: float,
+    path: Path,
+    final: bool,
+) -> None:
+    """The flat JSON so far: written after every minute, so a run cut short keeps its data."""
+    metrics = dict(metrics)
+    if samples:
+        first, last = samples[0], samples[-1]
+        metrics["soak_minutes"] = len(samples)
+        metrics["soak_memory_growth_pct"] = round(
+            100 * (last["rss_kib_total"] - first["rss_kib_total"]) / first["rss_kib_total"], 2
+        )
+        for name in GROUPS:
+            key = f"rss_kib_{name}"
+            if first[key]:
+                metrics[f"soak_growth_pct_{name}"] = round(
+                    100 * (last[key] - first[key]) / first[key], 2
+                )
+        metrics["soak_redis_keys_start"] = first["redis_keys"]
+        metrics["soak_redis_keys_end"] = last["redis_keys"]
+        metrics["soak_pg_connections_max"] = max(s["pg_connections"] for s in samples)
+    metrics["soak_finished"] = int(final)
+    metrics["run_seconds"] = round(time.time() - started, 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
+    path.with_suffix(".samples.json").write_text(json.dumps(samples, indent=1) + "\n")
+    path.with_suffix(".machine.json").write_text(json.dumps(described, indent=1) + "\n")
+    if final:
+        width = max(len(k) for k in metrics)
+        print()
+        for key, value in metrics.items():
+            print(key.ljust(width) + f"  {value}")
+        print("\nClient load generators and the servers shared the machine's cores.")
+        print(f"JSON: {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -68,6 +109,8 @@ def main() -> None:
     samples: list[dict[str, float]] = []
     described: dict[str, str] = {}
     started = time.time()
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M")
+    path = args.output or BENCH / "results" / f"soak-{stamp}-{socket.gethostname()}.json"
     pool = 10
     try:
         with running_stack(args, households=args.city_households, sessions=1000, pool=pool) as run:
@@ -102,38 +145,28 @@ def main() -> None:
                     f"lost {step['lost']}, RSS {values['rss_kib_total'] / 1024:.0f} MiB, "
                     f"Redis keys {values['redis_keys']}, PG connections {values['pg_connections']}"
                 )
+                metrics["soak_receipts_lost"] = lost
+                metrics["soak_confirm_p99_ms_max"] = max(p99s)
+                results_write(
+                    metrics=metrics,
+                    samples=samples,
+                    described=described,
+                    started=started,
+                    path=path,
+                    final=False,
+                )
             metrics["soak_receipts_lost"] = lost
             metrics["soak_confirm_p99_ms_max"] = max(p99s) if p99s else -1
     except KeyboardInterrupt:
         log("interrupted: stopped")
-    if samples:
-        first, last = samples[0], samples[-1]
-        metrics["soak_minutes"] = len(samples)
-        metrics["soak_memory_growth_pct"] = round(
-            100 * (last["rss_kib_total"] - first["rss_kib_total"]) / first["rss_kib_total"], 2
-        )
-        for name in GROUPS:
-            key = f"rss_kib_{name}"
-            if first[key]:
-                metrics[f"soak_growth_pct_{name}"] = round(
-                    100 * (last[key] - first[key]) / first[key], 2
-                )
-        metrics["soak_redis_keys_start"] = first["redis_keys"]
-        metrics["soak_redis_keys_end"] = last["redis_keys"]
-        metrics["soak_pg_connections_max"] = max(s["pg_connections"] for s in samples)
-    metrics["run_seconds"] = round(time.time() - started, 1)
-    width = max(len(k) for k in metrics)
-    print()
-    for key, value in metrics.items():
-        print(key.ljust(width) + f"  {value}")
-    print("\nClient load generators and the servers shared the machine's cores.")
-    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M")
-    path = args.output or BENCH / "results" / f"soak-{stamp}-{socket.gethostname()}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
-    path.with_suffix(".samples.json").write_text(json.dumps(samples, indent=1) + "\n")
-    path.with_suffix(".machine.json").write_text(json.dumps(described, indent=1) + "\n")
-    print(f"JSON: {path}")
+    results_write(
+        metrics=metrics,
+        samples=samples,
+        described=described,
+        started=started,
+        path=path,
+        final=True,
+    )
 
 
 if __name__ == "__main__":
