@@ -7,8 +7,8 @@ household's receipt. Anything else is a 404.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -22,6 +22,7 @@ from django.db.models import (
     Prefetch,
     Q,
     QuerySet,
+    Sum,
     Value,
     When,
 )
@@ -203,6 +204,9 @@ class Counts:
     not_yet: int = 0
     paper_out: int = 0  # paper households not yet confirmed
     paper_collected: int = 0  # paper sign-offs recorded (「回収」)
+    # Grows with every change to the counted rows (sum of their versions plus their
+    # number): of two counts of the same rows, the one with the higher seq is the newer.
+    seq: int = 0
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Counts:
@@ -216,17 +220,20 @@ class Counts:
             not_yet=total - confirmed - opened,
             paper_out=row.get("paper_out") or 0,
             paper_collected=row.get("paper_collected") or 0,
+            seq=(row.get("versions") or 0) + total,
         )
 
+    @classmethod
+    def added(cls, parts: Iterable[Counts]) -> Counts:
+        """The counts of several blocks together."""
+        total = cls()
+        for part in parts:
+            for name, value in part.as_dict().items():
+                setattr(total, name, getattr(total, name) + value)
+        return total
+
     def as_dict(self) -> dict[str, int]:
-        return {
-            "total": self.total,
-            "confirmed": self.confirmed,
-            "opened": self.opened,
-            "not_yet": self.not_yet,
-            "paper_out": self.paper_out,
-            "paper_collected": self.paper_collected,
-        }
+        return asdict(self)
 
 
 def paper_q() -> Q:
@@ -239,8 +246,9 @@ def paper_q() -> Q:
     )
 
 
-def _count_aggregates() -> dict[str, Count]:
+def _count_aggregates() -> dict[str, Count | Sum]:
     return {
+        "versions": Sum("version"),
         "total": Count("pk"),
         "confirmed": Count("pk", filter=Q(confirmed_at__isnull=False)),
         "opened": Count("pk", filter=Q(confirmed_at__isnull=True, opened_at__isnull=False)),
@@ -324,10 +332,7 @@ def ledger_snapshot(
     if visible is not None:
         receipts = receipts.filter(block_id__in=visible)
     block_counts = ledger_block_counts(circular_id=circular.pk, block_ids=visible)
-    totals = Counts()
-    for counts in block_counts.values():
-        for name in ("total", "confirmed", "opened", "not_yet", "paper_out", "paper_collected"):
-            setattr(totals, name, getattr(totals, name) + getattr(counts, name))
+    totals = Counts.added(block_counts.values())
     rows = (
         receipts.select_related("household", "confirmed_by", "recorded_by")
         .annotate(on_paper=paper_annotation())

@@ -315,17 +315,21 @@ def receipt_confirm(
     recorded_by: User | None = None,
     key: uuid.UUID | None = None,
     now: datetime | None = None,
+    receipt: Receipt | None = None,
 ) -> ConfirmResult:
     """The digital 確認印. Idempotent: one receipt per household, the first confirmation wins.
 
     A conditional UPDATE (``confirmed_at IS NULL``) decides the race between two phones of
-    one household or a phone and a 班長, on SQLite and PostgreSQL alike.
+    one household or a phone and a 班長, on SQLite and PostgreSQL alike. ``receipt``: the
+    row the caller already read (the resident's page), to save looking it up again; it is
+    read afresh after the update either way.
     """
     if method not in ReceiptMethod.values:
         raise ValidationError(_("Unknown way of confirming."))
     if circular.status != CircularStatus.PUBLISHED:
         raise ValidationError(_("This circular has not been published."))
-    receipt = _receipt_for(circular, household)
+    if receipt is None or receipt.household_id != household.pk:
+        receipt = _receipt_for(circular, household)
     now = now or timezone.now()
     updated = Receipt.objects.filter(pk=receipt.pk, confirmed_at__isnull=True).update(
         confirmed_at=now,

@@ -411,6 +411,7 @@ def circular_confirm(request: HttpRequest, access: Access, circular_id: int) -> 
         member=_member_for(access, receipt.household),
         recorded_by=request_user(request),
         key=key,
+        receipt=receipt,
     )
     if result.recorded or result.replay:
         notice = _("Thank you. Your confirmation was recorded.")

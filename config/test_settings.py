@@ -11,6 +11,8 @@ MEDIA_ROOT = DATA_DIR / "test-media"
 # Tests count their own rate limits; allauth's would make runs order-dependent.
 ACCOUNT_RATE_LIMITS: dict[str, str] | bool = False  # type: ignore[no-redef]
 WHITENOISE_AUTOREFRESH = True
+# Counted inside the test's own transaction; tests of the coalesced counts set it back.
+KAIRAN_LEDGER_COUNTS_SECONDS = 0.0
 
 # Each test run gets its own SQLite file, so runs in parallel never share one. The name
 # travels in the environment so that the browser tests' server process finds the same file.

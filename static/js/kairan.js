@@ -48,8 +48,14 @@
     return element ? element.textContent : key;
   }
 
+  /* Counts carry a seq that grows with every change they include: an older count
+     arriving after a newer one (two server processes, a snapshot) is ignored. */
   function setCounts(scope, counts) {
     if (!scope || !counts) { return; }
+    if (counts.seq !== undefined) {
+      if (parseInt(scope.getAttribute("data-seq") || "0", 10) > counts.seq) { return; }
+      scope.setAttribute("data-seq", counts.seq);
+    }
     Object.keys(counts).forEach(function (key) {
       var cells = scope.querySelectorAll('[data-count="' + key + '"]');
       for (var i = 0; i < cells.length; i++) {
@@ -78,6 +84,10 @@
       setCounts(root.querySelector('[data-counts-for="total"]'), data.counts);
       return;
     }
+    if (data.type === "ledger.counts") {
+      setBlockCounts(root, data.block_id, data.counts);
+      return;
+    }
     if (data.type !== "ledger.receipt") { return; }
     var row = root.querySelector('[data-ledger-row="' + data.household_id + '"]');
     if (row && parseInt(row.getAttribute("data-version") || "0", 10) <= data.version) {
@@ -94,7 +104,11 @@
         if (proxy) { proxy.remove(); }
       }
     }
-    setCounts(root.querySelector('[data-counts-for="block-' + data.block_id + '"]'), data.block_counts);
+    setBlockCounts(root, data.block_id, data.block_counts);
+  }
+
+  function setBlockCounts(root, blockId, counts) {
+    setCounts(root.querySelector('[data-counts-for="block-' + blockId + '"]'), counts);
     if (root.getAttribute("data-all-visible") !== "1") {
       setCounts(root.querySelector('[data-counts-for="total"]'), sumBlocks(root));
     }

@@ -5,6 +5,7 @@ The services are called for real; a test channel subscribed to a group is the li
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -21,6 +22,7 @@ from notifications.broadcast import Event, send_now
 from notifications.groups import household_group, ledger_block_group, ledger_totals_group
 from notifications.watchdog import probe
 from tests.conftest import Town
+from tests.factories import HouseholdFactory
 from tests.realtime import listen
 
 DEAD_REDIS = "redis://127.0.0.1:1/0"
@@ -102,6 +104,7 @@ def test_confirm_sends_row_to_its_block_and_totals_after_commit(
             "not_yet": 0,
             "paper_out": 0,
             "paper_collected": 0,
+            "seq": receipt.version + 1,  # the sum of the rows' versions plus their number
         },
     }
     assert row["payload"]["time"]  # e.g. "4/1 09:30", local time
@@ -116,6 +119,7 @@ def test_confirm_sends_row_to_its_block_and_totals_after_commit(
             "not_yet": 1,
             "paper_out": 0,
             "paper_collected": 0,
+            "seq": receipt.version + 2,
         },
     }
     [nudge] = received["household1"]
@@ -317,3 +321,52 @@ def test_sends_from_sync_code_keep_one_redis_connection(redis_url: str) -> None:
     assert len(received) == 20
     # The listener's own connection may be new, and Redis is shared; the old way made 21.
     assert after - before <= 5, f"{after - before} new Redis connections for 20 sends"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_counts_are_coalesced_on_a_shared_layer_and_always_follow_the_last_change(
+    town: Town, redis_url: str
+) -> None:
+    """Production shape: rows go out at once, counts once per window per circular (two
+    aggregates for a burst instead of two per change), and a change after the window
+    closed gets counts of its own. Every count carries a seq that grows."""
+    household3 = HouseholdFactory.create(block=town.block2, label="鈴木")
+    circular = publish(town)
+    groups = {
+        "block1": ledger_block_group(circular.pk, town.block1.pk),
+        "block2": ledger_block_group(circular.pk, town.block2.pk),
+        "totals": ledger_totals_group(circular.pk),
+    }
+
+    def burst_then_one_more() -> None:
+        services.receipt_open(circular=circular, household=town.household1)
+        services.receipt_confirm(circular=circular, household=town.household1, method="app")
+        services.receipt_confirm(circular=circular, household=town.household2, method="app")
+        time.sleep(0.8)  # the window (0.2 s) closes, its counts leave
+        services.receipt_open(circular=circular, household=household3)
+        time.sleep(0.8)
+
+    with override_settings(
+        CHANNEL_LAYERS=layer_settings("redis", redis_url), KAIRAN_LEDGER_COUNTS_SECONDS=0.2
+    ):
+        channel_layers.backends = {}
+        try:
+            received = listen(groups, burst_then_one_more)
+        finally:
+            channel_layers.backends = {}
+
+    def payloads(name: str, kind: str) -> list[dict[str, Any]]:
+        return [m["payload"] for m in received[name] if m["payload"]["type"] == kind]
+
+    rows = payloads("block1", "ledger.receipt")
+    assert [row["status"] for row in rows] == ["opened", "confirmed"]
+    assert all(row["block_counts"] == {} for row in rows)  # counted apart
+    [block1] = payloads("block1", "ledger.counts")  # one count for the whole burst
+    assert block1["counts"]["confirmed"] == 1 and block1["counts"]["total"] == 1
+    block2 = payloads("block2", "ledger.counts")
+    assert [c["counts"]["confirmed"] for c in block2] == [1, 1]  # burst, then household3
+    assert block2[-1]["counts"]["opened"] == 1
+    totals = [p["counts"] for p in payloads("totals", "ledger.totals")]
+    assert [(t["confirmed"], t["opened"]) for t in totals] == [(2, 0), (2, 1)]
+    assert totals[0]["seq"] < totals[1]["seq"]
+    assert block2[0]["counts"]["seq"] < block2[1]["counts"]["seq"]
