@@ -240,6 +240,8 @@ class RedisOutageTests(LedgerScene):
             },
             REDIS_URL=cls.private_redis.url,
             KAIRAN_POLL_SECONDS=2,
+            # As in production: counts leave apart from rows, coalesced ("ledger.counts").
+            KAIRAN_LEDGER_COUNTS_SECONDS=0.25,
         )
         cls.layer_settings.enable()
         # The forked server must build its layer from these settings, not inherit one.
@@ -267,9 +269,12 @@ class RedisOutageTests(LedgerScene):
         status = ledger.locator("[data-live-status]")
         expect(ledger.locator("body")).to_have_attribute("data-poll-ms", "2000")
 
-        # Live through Redis.
+        # Live through Redis. The counts arrive apart from the row (coalesced): the
+        # block's and the totals both follow.
         self.confirm_on_phone(0)
         self.assert_shows_confirmed(ledger, 0, 1, LIVE_MS)
+        block1 = ledger.locator(f'[data-counts-for="block-{self.households[0].block_id}"]')
+        expect(block1.locator('h2 [data-count="confirmed"]')).to_have_text("1", timeout=LIVE_MS)
         expect(status).to_have_text(ja("Live updates: on"))
         self.screenshot(ledger, "redis-1-live")
 
