@@ -7,20 +7,21 @@ makes, so the ledger counts every household whatever its channel.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Count, F, Q, QuerySet
+from django.db.models import F, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from circulars import events
 from circulars.models import Answer, Circular, PrintRecord, Receipt, ReceiptMethod
-from circulars.selectors import paper_annotation
+from circulars.selectors import Counts, ledger_block_counts, paper_annotation
 from circulars.services import ConfirmResult, receipt_confirm
 from communities.models import Block, Household
 
@@ -189,27 +190,27 @@ class PaperStatus:
     last_printed_at: datetime | None
 
 
-def paper_status(*, circular: Circular) -> dict[int, PaperStatus]:
-    """Per block: households covered by the latest print, and paper sign-offs collected."""
-    collected = {
-        row["block_id"]: row
-        for row in Receipt.objects.filter(circular=circular)
-        .annotate(on_paper=paper_annotation())
-        .values("block_id")
-        .annotate(
-            paper=Count("pk", filter=Q(on_paper=True)),
-            collected=Count("pk", filter=Q(method=ReceiptMethod.PAPER)),
+def paper_status(
+    *, circular: Circular, counts: Mapping[int, Counts] | None = None
+) -> dict[int, PaperStatus]:
+    """Per block: households covered by the latest print, and paper sign-offs collected.
+    ``counts``: the ledger's block counts when the caller has them (saves a query)."""
+    if counts is None:
+        counts = ledger_block_counts(circular_id=circular.pk)
+    records = list(PrintRecord.objects.filter(circular=circular).order_by("printed_at", "pk"))
+    printed_ids = {pk for record in records for pk in record.household_ids}
+    block_of = (
+        dict(
+            Receipt.objects.filter(circular=circular, household_id__in=printed_ids).values_list(
+                "household_id", "block_id"
+            )
         )
-        .order_by()
-    }
+        if printed_ids
+        else {}
+    )
     printed: dict[int, set[int]] = {}
     last: dict[int, datetime] = {}
-    block_of = dict(
-        Receipt.objects.filter(circular=circular, household__isnull=False).values_list(
-            "household_id", "block_id"
-        )
-    )
-    for record in PrintRecord.objects.filter(circular=circular).order_by("printed_at", "pk"):
+    for record in records:
         for household_id in record.household_ids:
             block_id = block_of.get(household_id)
             if block_id is None:
@@ -219,11 +220,11 @@ def paper_status(*, circular: Circular) -> dict[int, PaperStatus]:
     return {
         block_id: PaperStatus(
             printed=len(printed.get(block_id, set())),
-            collected=row["collected"],
-            paper_households=row["paper"],
+            collected=block.paper_collected,
+            paper_households=block.paper,
             last_printed_at=last.get(block_id),
         )
-        for block_id, row in collected.items()
+        for block_id, block in counts.items()
     }
 
 

@@ -653,4 +653,7 @@ def answer_form(
 
 
 def circular_has_questions(*, circular: Circular) -> bool:
+    known = getattr(circular, "has_questions", None)  # annotated by circular_get_for_staff
+    if known is not None:
+        return bool(known)
     return Question.objects.filter(circular=circular).exists()

@@ -33,6 +33,7 @@ from circulars.models import (
     CircularKind,
     CircularStatus,
     Priority,
+    Question,
     Receipt,
     ReceiptMethod,
 )
@@ -62,6 +63,8 @@ def circular_get_for_staff(*, access: Access, circular_id: int) -> Circular:
     circular = (
         Circular.objects.filter(community=access.community, pk=circular_id)
         .select_related("author", "community")
+        # Staff pages offer answer entry when it asks something: read with the circular.
+        .annotate(has_questions=Exists(Question.objects.filter(circular=OuterRef("pk"))))
         .first()
     )
     if circular is None:
@@ -202,6 +205,7 @@ class Counts:
     confirmed: int = 0
     opened: int = 0  # opened but not confirmed
     not_yet: int = 0
+    paper: int = 0  # households on paper, confirmed or not
     paper_out: int = 0  # paper households not yet confirmed
     paper_collected: int = 0  # paper sign-offs recorded (「回収」)
     # Grows with every change to the counted rows (sum of their versions plus their
@@ -218,6 +222,7 @@ class Counts:
             confirmed=confirmed,
             opened=opened,
             not_yet=total - confirmed - opened,
+            paper=row.get("paper") or 0,
             paper_out=row.get("paper_out") or 0,
             paper_collected=row.get("paper_collected") or 0,
             seq=(row.get("versions") or 0) + total,
@@ -252,6 +257,7 @@ def _count_aggregates() -> dict[str, Count | Sum]:
         "total": Count("pk"),
         "confirmed": Count("pk", filter=Q(confirmed_at__isnull=False)),
         "opened": Count("pk", filter=Q(confirmed_at__isnull=True, opened_at__isnull=False)),
+        "paper": Count("pk", filter=paper_q()),
         "paper_out": Count("pk", filter=Q(confirmed_at__isnull=True) & paper_q()),
         "paper_collected": Count("pk", filter=Q(method=ReceiptMethod.PAPER)),
     }
@@ -267,13 +273,33 @@ def ledger_counts(*, circular_id: int, block_ids: frozenset[int] | None = None) 
 def ledger_block_counts(
     *, circular_id: int, block_ids: frozenset[int] | None = None
 ) -> dict[int, Counts]:
+    return {block.pk: counts for block, counts in _blocks_counted(circular_id, block_ids)}
+
+
+def _blocks_counted(
+    circular_id: int, block_ids: frozenset[int] | None
+) -> list[tuple[Block, Counts]]:
+    """Each block of the circular (in its order) with its counts, in one query."""
     receipts = Receipt.objects.filter(circular_id=circular_id)
     if block_ids is not None:
         receipts = receipts.filter(block_id__in=block_ids)
-    return {
-        row["block_id"]: Counts.from_row(dict(row))
-        for row in receipts.values("block_id").annotate(**_count_aggregates()).order_by()
-    }
+    rows = (
+        receipts.values("block_id", "block__name", "block__position", "block__community_id")
+        .annotate(**_count_aggregates())
+        .order_by("block__position", "block_id")
+    )
+    return [
+        (
+            Block(
+                pk=row["block_id"],
+                name=row["block__name"],
+                position=row["block__position"],
+                community_id=row["block__community_id"],
+            ),
+            Counts.from_row(row),
+        )
+        for row in rows
+    ]
 
 
 STATUS_CONFIRMED = "confirmed"
@@ -331,8 +357,8 @@ def ledger_snapshot(
     receipts = Receipt.objects.filter(circular=circular)
     if visible is not None:
         receipts = receipts.filter(block_id__in=visible)
-    block_counts = ledger_block_counts(circular_id=circular.pk, block_ids=visible)
-    totals = Counts.added(block_counts.values())
+    blocks_counted = _blocks_counted(circular.pk, visible)
+    totals = Counts.added(counts for _, counts in blocks_counted)
     rows = (
         receipts.select_related("household", "confirmed_by", "recorded_by")
         .annotate(on_paper=paper_annotation())
@@ -349,9 +375,8 @@ def ledger_snapshot(
     if method:
         rows = rows.filter(method=method)
     rows = rows.order_by("household__circulation_order", "household_id")
-    blocks = Block.objects.filter(pk__in=block_counts.keys()).order_by("position", "pk")
     by_block = {
-        block.pk: LedgerBlock(block=block, counts=block_counts[block.pk]) for block in blocks
+        block.pk: LedgerBlock(block=block, counts=counts) for block, counts in blocks_counted
     }
     folded = block_id is None and totals.total > LEDGER_ROWS_MAX
     for row in () if folded else rows:

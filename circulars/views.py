@@ -498,7 +498,9 @@ def _ledger_context(request: HttpRequest, access: Access, circular: Circular) ->
     )
     from circulars.paper import paper_status
 
-    status_by_block = paper_status(circular=circular)
+    status_by_block = paper_status(
+        circular=circular, counts={item.block.pk: item.counts for item in ledger.blocks}
+    )
     for item in ledger.blocks:
         item.paper = status_by_block.get(item.block.pk)
     can_proxy_blocks = (

@@ -102,6 +102,7 @@ def test_confirm_sends_row_to_its_block_and_totals_after_commit(
             "confirmed": 1,
             "opened": 0,
             "not_yet": 0,
+            "paper": 0,
             "paper_out": 0,
             "paper_collected": 0,
             "seq": receipt.version + 1,  # the sum of the rows' versions plus their number
@@ -117,6 +118,7 @@ def test_confirm_sends_row_to_its_block_and_totals_after_commit(
             "confirmed": 1,
             "opened": 0,
             "not_yet": 1,
+            "paper": 0,
             "paper_out": 0,
             "paper_collected": 0,
             "seq": receipt.version + 2,
