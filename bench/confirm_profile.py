@@ -62,6 +62,7 @@ def main() -> None:
     )
     parser.add_argument("--confirms", type=int, default=300)
     parser.add_argument("--profile", action="store_true", help="print the top functions")
+    parser.add_argument("--sort", default="cumulative", help="cumulative or tottime")
     parser.add_argument("--queries", action="store_true", help="print one confirm's SQL")
     parser.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/3")
@@ -144,7 +145,7 @@ def run(args: argparse.Namespace) -> None:
             print(f"{query['time']:>6}  {query['sql'][:300]}")
     if profiler:
         stats = pstats.Stats(profiler)
-        stats.sort_stats("cumulative").print_stats(45)
+        stats.sort_stats(args.sort).print_stats(45)
 
 
 if __name__ == "__main__":
