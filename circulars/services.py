@@ -320,9 +320,11 @@ def receipt_confirm(
     """The digital 確認印. Idempotent: one receipt per household, the first confirmation wins.
 
     A conditional UPDATE (``confirmed_at IS NULL``) decides the race between two phones of
-    one household or a phone and a 班長, on SQLite and PostgreSQL alike. ``receipt``: the
-    row the caller already read (the resident's page), to save looking it up again; it is
-    read afresh after the update either way.
+    one household or a phone and a 班長, on SQLite and PostgreSQL alike. It also names the
+    version it read, so when it succeeds the row is known without reading it again (its
+    version is the one the live ledger orders events by); when the row changed meanwhile
+    it is read afresh and tried again. ``receipt``: the row the caller already read (the
+    resident's page), to save looking it up again.
     """
     if method not in ReceiptMethod.values:
         raise ValidationError(_("Unknown way of confirming."))
@@ -331,19 +333,25 @@ def receipt_confirm(
     if receipt is None or receipt.household_id != household.pk:
         receipt = _receipt_for(circular, household)
     now = now or timezone.now()
-    updated = Receipt.objects.filter(pk=receipt.pk, confirmed_at__isnull=True).update(
-        confirmed_at=now,
-        opened_at=Coalesce("opened_at", Value(now)),
-        method=method,
-        confirmed_by=member,
-        recorded_by=recorded_by,
-        confirm_key=key,
-        version=F("version") + 1,
-    )
-    receipt.refresh_from_db()
-    if updated:
-        events.receipt_changed(receipt=receipt)
-        return ConfirmResult(receipt=receipt, recorded=True)
+    while receipt.confirmed_at is None:
+        updated = Receipt.objects.filter(
+            pk=receipt.pk, confirmed_at__isnull=True, version=receipt.version
+        ).update(
+            confirmed_at=now,
+            opened_at=Coalesce("opened_at", Value(now)),
+            method=method,
+            confirmed_by=member,
+            recorded_by=recorded_by,
+            confirm_key=key,
+            version=F("version") + 1,
+        )
+        if updated:
+            receipt.confirmed_at, receipt.opened_at = now, receipt.opened_at or now
+            receipt.method, receipt.confirmed_by, receipt.recorded_by = method, member, recorded_by
+            receipt.confirm_key, receipt.version = key, receipt.version + 1
+            events.receipt_changed(receipt=receipt)
+            return ConfirmResult(receipt=receipt, recorded=True)
+        receipt.refresh_from_db()  # opened, or confirmed, by someone else meanwhile
     return ConfirmResult(
         receipt=receipt, recorded=False, replay=key is not None and receipt.confirm_key == key
     )
