@@ -8,15 +8,19 @@ an event lost while disconnected costs nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.http import Http404
+from django.http.cookie import parse_cookie
 
 from circulars.models import Receipt
 from circulars.selectors import circular_get_for_staff, circular_staff_block_ids
-from communities.models import Member
 from communities.selectors import community_access_get
 from notifications.groups import (
     household_group,
@@ -24,13 +28,55 @@ from notifications.groups import (
     ledger_totals_group,
     user_group,
 )
+from notifications.sessions import SocketLogin, socket_login_get
 from notifications.watchdog import CLOSE_CODE_LAYER_DOWN, watchdog
+
+CLOSE_CODE_BUSY = 4429
+
+
+class Admission:
+    """Admission control for connects, per server process.
+
+    A mass reconnect (a network blip, a server restart) brings every socket back within
+    seconds. At most ``threads`` of them talk to the database at once (each holds a
+    pooled connection); past ``queue_limit`` waiting, a newcomer is turned away at once
+    with CLOSE_CODE_BUSY and comes back after a random pause (kairan.js), instead of
+    waiting out its handshake timeout behind thousands of others.
+    """
+
+    def __init__(self, *, threads: int, queue_limit: int) -> None:
+        self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="ws-auth")
+        self.queue_limit = queue_limit
+        self.waiting = 0
+
+    def full(self) -> bool:
+        return self.waiting >= self.queue_limit
+
+    async def run[T](self, work: Callable[[], T]) -> T:
+        self.waiting += 1
+        try:
+            return await database_sync_to_async(
+                work, thread_sensitive=False, executor=self.executor
+            )()
+        finally:
+            self.waiting -= 1
+
+
+admission = Admission(threads=4, queue_limit=2000)
+
+
+def _session_key(scope: dict[str, Any]) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == b"cookie":
+            return parse_cookie(value.decode("latin1")).get(settings.SESSION_COOKIE_NAME)
+    return None
 
 
 class ForwardingConsumer(AsyncJsonWebsocketConsumer):
     """Joins the groups ``authorise`` returns and forwards their events as they come."""
 
     groups_joined: list[str]
+    session_key: str | None = None
     closed: bool = False
 
     async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
@@ -42,20 +88,33 @@ class ForwardingConsumer(AsyncJsonWebsocketConsumer):
         self.closed = True
         await super().close(code=code, reason=reason)
 
-    async def authorise(self, user: Any) -> list[str] | None:
+    def authorise(self, login: SocketLogin) -> list[str] | None:
+        """The groups this login may hear on this socket, or None (404). In a thread."""
         raise NotImplementedError
+
+    def _login_and_groups(self) -> tuple[SocketLogin | None, list[str] | None]:
+        login = socket_login_get(session_key=self.session_key)
+        return login, (self.authorise(login) if login is not None else None)
 
     async def connect(self) -> None:
         self.groups_joined = []
-        user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
+        self.session_key = _session_key(self.scope)
+        if not self.session_key:
             await self.close(code=4401)
             return
-        groups = await self.authorise(user)
+        if admission.full():
+            await self.close(code=CLOSE_CODE_BUSY)
+            return
+        # One trip through the thread pool: the session, the user with their households,
+        # and whatever else ``authorise`` reads.
+        login, groups = await admission.run(self._login_and_groups)
+        if login is None:
+            await self.close(code=4401)
+            return
         if groups is None:
             await self.close(code=4404)
             return
-        self.groups_joined = [user_group(user.pk), *groups]
+        self.groups_joined = [user_group(login.user.pk), *groups]
         try:
             for group in self.groups_joined:
                 await self.channel_layer.group_add(group, self.channel_name)
@@ -85,29 +144,19 @@ class ForwardingConsumer(AsyncJsonWebsocketConsumer):
     async def session_close(self, event: dict[str, Any]) -> None:
         """Forced disconnect: the member was removed, or this login logged out."""
         wanted = event.get("payload", {}).get("session_key", "")
-        session = self.scope.get("session")
-        if wanted and (session is None or session.session_key != wanted):
+        if wanted and self.session_key != wanted:
             return  # another phone of the same person logged out
         await self.close(code=4403)
-
-
-@database_sync_to_async
-def _member_groups(user_id: int) -> list[str]:
-    return [
-        household_group(pk)
-        for pk in Member.objects.filter(user_id=user_id).values_list("household_id", flat=True)
-    ]
 
 
 class InboxConsumer(ForwardingConsumer):
     """A member's live inbox: events for their households."""
 
-    async def authorise(self, user: Any) -> list[str] | None:
-        return await _member_groups(user.pk)
+    def authorise(self, login: SocketLogin) -> list[str] | None:
+        return [household_group(pk) for pk in login.household_ids]
 
 
-@database_sync_to_async
-def _ledger_groups(user: Any, slug: str, circular_id: int) -> list[str] | None:
+def _ledger_groups(user: AbstractBaseUser, slug: str, circular_id: int) -> list[str] | None:
     try:
         access = community_access_get(slug=slug, user=user)
         circular = circular_get_for_staff(access=access, circular_id=circular_id)
@@ -127,6 +176,6 @@ def _ledger_groups(user: Any, slug: str, circular_id: int) -> list[str] | None:
 class LedgerConsumer(ForwardingConsumer):
     """The live 配布状況 of one circular, limited to the blocks the user may see."""
 
-    async def authorise(self, user: Any) -> list[str] | None:
+    def authorise(self, login: SocketLogin) -> list[str] | None:
         kwargs = self.scope["url_route"]["kwargs"]
-        return await _ledger_groups(user, kwargs["slug"], int(kwargs["circular_id"]))
+        return _ledger_groups(login.user, kwargs["slug"], int(kwargs["circular_id"]))

@@ -1,0 +1,150 @@
+"""What a socket's connect costs, and who it lets in.
+
+A mass reconnect brings thousands of sockets back at once, so a connect is one trip
+through the thread pool with two queries: the session row, then the user with their
+households. The checks of ``django.contrib.auth.get_user`` still hold. Through the real
+ASGI stack, on the in-memory and the Redis pub/sub layer.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.db import DatabaseSyncToAsync
+from channels.testing import WebsocketCommunicator
+from django.db.backends.utils import CursorWrapper
+
+from config.asgi import application
+from notifications import consumers
+from notifications.broadcast import Event, send_now
+from notifications.groups import household_group
+from tests.conftest import Town
+from tests.factories import HouseholdFactory, MemberFactory
+from tests.realtime import run, session_cookie
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TIMEOUT = 5
+
+
+def communicator(cookie: bytes) -> Any:
+    headers = [(b"cookie", cookie), (b"origin", b"http://localhost")]
+    return WebsocketCommunicator(application, "/ws/inbox/", headers=headers)
+
+
+@contextmanager
+def database_work_in_any_thread() -> Iterator[dict[str, list[Any]]]:
+    """Every query, in whatever thread, and every trip through ``database_sync_to_async``.
+
+    The consumer's database work runs in a pool thread on a connection of its own, so
+    the test's ``assertNumQueries`` (one connection) would see none of it.
+    """
+    seen: dict[str, list[Any]] = {"queries": [], "trips": []}
+    lock = threading.Lock()
+    execute = CursorWrapper._execute_with_wrappers  # type: ignore[attr-defined]
+    hop = DatabaseSyncToAsync.thread_handler
+
+    def recorded_execute(self: CursorWrapper, sql: str, *args: Any, **kwargs: Any) -> Any:
+        with lock:
+            seen["queries"].append(sql)
+        return execute(self, sql, *args, **kwargs)
+
+    def recorded_hop(self: DatabaseSyncToAsync, *args: Any, **kwargs: Any) -> Any:
+        with lock:
+            seen["trips"].append(threading.current_thread().name)
+        return hop(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(CursorWrapper, "_execute_with_wrappers", recorded_execute)
+        patch.setattr(DatabaseSyncToAsync, "thread_handler", recorded_hop)
+        yield seen
+
+
+def test_a_connect_is_one_trip_with_two_queries(layer: str, town: Town) -> None:
+    # A member of two households (a supporter of a parent's household too) hears both.
+    second = HouseholdFactory.create(block=town.block2, label="実家")
+    MemberFactory.create(household=second, user=town.resident1)
+    cookie = session_cookie(town.resident1)
+    mine = [town.household1.pk, second.pk]
+
+    async def scenario() -> None:
+        with database_work_in_any_thread() as seen:
+            socket = communicator(cookie)
+            connected, _ = await socket.connect(timeout=TIMEOUT)
+            assert connected is True
+            assert await socket.receive_json_from(timeout=TIMEOUT) == {"type": "hello"}
+        assert len(seen["queries"]) == 2, seen
+        assert "django_session" in seen["queries"][0]
+        assert len(seen["trips"]) == 1, seen["trips"]
+        assert seen["trips"][0].startswith("ws-auth"), seen
+
+        for pk in [town.household2.pk, *mine]:
+            await sync_to_async(send_now)(groups=[household_group(pk)], event=Event(f"t.{pk}"))
+        for pk in mine:
+            assert await socket.receive_json_from(timeout=TIMEOUT) == {"type": f"t.{pk}"}
+        assert await socket.receive_nothing(timeout=0.3)
+        await socket.disconnect()
+
+    run(scenario)
+
+
+def refused(cookie: bytes) -> int:
+    codes = []
+
+    async def scenario() -> None:
+        socket = communicator(cookie)
+        connected, code = await socket.connect(timeout=TIMEOUT)
+        assert connected is False
+        codes.append(code)
+        await socket.disconnect()
+
+    run(scenario)
+    return codes[0]
+
+
+def test_a_password_change_ends_the_sockets_login(layer: str, town: Town) -> None:
+    cookie = session_cookie(town.resident1)
+    town.resident1.set_password("a-new-secret-nobody-knows")
+    town.resident1.save()
+    assert refused(cookie) == 4401
+
+
+def test_a_deactivated_user_is_refused(layer: str, town: Town) -> None:
+    cookie = session_cookie(town.resident1)
+    town.resident1.is_active = False
+    town.resident1.save()
+    assert refused(cookie) == 4401
+
+
+def test_a_deleted_user_is_refused(layer: str, town: Town) -> None:
+    cookie = session_cookie(town.resident1)
+    town.resident1.delete()
+    assert refused(cookie) == 4401
+
+
+def test_an_unknown_session_is_refused(layer: str, db: None) -> None:
+    assert refused(b"sessionid=nosuchsessionkey0123456789abcdef") == 4401
+
+
+def test_past_the_admission_limit_a_connect_is_turned_away_busy(
+    layer: str, town: Town, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The page comes back after a random pause (kairan.js) rather than queue for ever."""
+    cookie = session_cookie(town.resident1)
+    monkeypatch.setattr(consumers.admission, "queue_limit", 0)
+    assert refused(cookie) == consumers.CLOSE_CODE_BUSY
+    monkeypatch.setattr(consumers.admission, "queue_limit", 1)
+    assert consumers.admission.waiting == 0  # nothing left counted as waiting
+
+    async def admitted() -> None:
+        socket = communicator(cookie)
+        connected, _ = await socket.connect(timeout=TIMEOUT)
+        assert connected is True
+        await socket.disconnect()
+
+    run(admitted)
