@@ -114,15 +114,29 @@
     }
   }
 
+  /* Reconnecting. When a server restarts or the network blips, every page drops at once:
+     each waits a random time up to a cap ("full jitter") so they come back spread out,
+     and the cap doubles with every failure in a row (2, 4, 8, then 15 s). Only a socket
+     that stayed open STABLE_MS starts over at 2 s: one that is accepted and dropped
+     again and again (a server turning it away as busy) keeps backing off. */
+  var RETRY_FIRST_MS = 2000;
+  var RETRY_CAP_MS = 15000;
+  var STABLE_MS = 30000;
+
+  function retryDelay(failures) {
+    return Math.random() * Math.min(RETRY_CAP_MS, RETRY_FIRST_MS * Math.pow(2, failures));
+  }
+
   /* A live socket: <div data-live-ws="/ws/...">. The database is the truth: on every
      (re)connect the page fetches a fresh snapshot ("kairan:resync"); while the socket is
-     down it polls every 15 s ("kairan:poll") and says so quietly. */
-  function connect(root, attempt) {
+     down it polls every 15 s ("kairan:poll") and says so quietly. ``failures`` counts
+     the attempts in a row that did not end in a stable socket. */
+  function connect(root, failures) {
     var path = root.getAttribute("data-live-ws");
     var status = root.querySelector("[data-live-status]") || document.querySelector("[data-live-status]");
     var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
     var socket;
-    var everOpened = false;
+    var openedAt = 0;
     try {
       socket = new WebSocket(scheme + window.location.host + path);
     } catch (error) {
@@ -131,8 +145,7 @@
     }
     root.kairanSocket = socket;
     socket.addEventListener("open", function () {
-      attempt = 0;
-      everOpened = true;
+      openedAt = Date.now();
       stopPolling(root);
       root.setAttribute("data-live-state", "open");
       if (status) { status.textContent = status.getAttribute("data-text-live") || ""; }
@@ -160,8 +173,13 @@
       if (event.code === 4401 || event.code === 4403 || event.code === 4404) { return; }
       if (status) { status.textContent = status.getAttribute("data-text-reconnecting") || ""; }
       startPolling(root, status);
-      var delay = event.code === 4000 ? 100 : Math.min(15000, 1000 * Math.pow(2, attempt)) + Math.random() * 500;
-      window.setTimeout(function () { connect(root, everOpened ? 0 : attempt + 1); }, delay);
+      if (openedAt && Date.now() - openedAt >= STABLE_MS) { failures = 0; }
+      if (event.code === 4000) {
+        // The server asked this page to subscribe afresh (ledger.reset): not a failure.
+        window.setTimeout(function () { connect(root, failures); }, 100);
+        return;
+      }
+      window.setTimeout(function () { connect(root, failures + 1); }, retryDelay(failures));
     });
   }
 
