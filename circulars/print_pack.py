@@ -7,7 +7,8 @@ that has not joined gets its invite QR so a family member can bring it online.
 
 WeasyPrint renders each distinct document once (the circular once for all copies); copies
 and attached PDFs are assembled with pypdf, which shares identical pages instead of
-laying them out again.
+laying them out again. The cover's list and the 回覧表 are laid out once per row shape
+and stamped row by row (circulars/print_roster.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +26,16 @@ from django.utils import timezone, translation
 
 from circulars.models import Answer, AttachmentKind, Circular, CircularKind
 from circulars.paper import paper_distribution, paper_receipts
+from circulars.print_roster import (
+    RosterPage,
+    RosterParts,
+    RosterPlan,
+    RosterStamper,
+    RosterUnfit,
+    roster_layout,
+    roster_parts,
+    roster_plan,
+)
 from communities.models import (
     Block,
     InviteKind,
@@ -32,7 +44,7 @@ from communities.models import (
     RoleAssignment,
     RoleKind,
 )
-from communities.pdf import pdf_render, pdf_render_with_anchors, qr_png_data_uri
+from communities.pdf import Anchors, pdf_render, pdf_render_with_anchors, qr_png_data_uri
 from communities.selectors import user_display_name
 from communities.services import household_invite_issue
 from communities.tokens import code_format
@@ -153,7 +165,7 @@ def _attachment_readers(circular: Circular) -> tuple[list[Any], list[str]]:
     return readers, failed
 
 
-PART_PREFIXES = ("cover-", "sheet-", "answers-", "label-", "slip-")
+PART_PREFIXES = ("cover-", "sheet-", "answers-", "label-", "slip-", "carrier")
 # Questions per table of the 回覧 reply sheet: more would make columns too narrow to tick.
 SHEET_QUESTIONS_PER_TABLE = 4
 
@@ -198,6 +210,110 @@ def _chunks(items: list[Any], size: int) -> list[list[Any]]:
     return [items[start : start + size] for start in range(0, len(items), size)]
 
 
+@dataclass
+class _Extras:
+    """The pack's own pages (covers, sheets, invite labels, reply slips), split into parts;
+    with stamped rosters, also the parts document they are assembled from."""
+
+    reader: Any
+    anchors: list[Anchors]
+    parts: dict[str, list[int]]
+    roster: RosterPlan | None
+    roster_parts: RosterParts | None
+
+    @classmethod
+    def render(cls, context: dict[str, Any], roster: RosterPlan | None) -> _Extras:
+        from pypdf import PdfReader
+
+        pdf, anchors = pdf_render_with_anchors(
+            template="circulars/print/pack_extras.html",
+            context={
+                **context,
+                "roster": roster,
+                "roster_blocks": roster.block_ids if roster else set(),
+            },
+        )
+        # Each part starts with an element id (cover-N, sheet-N, answers-N, label-N, slip-N,
+        # carrier); it runs until the next one starts, so a long 回覧表 or reply slip may
+        # take several pages.
+        parts: dict[str, list[int]] = {}
+        current = ""
+        for index, names in enumerate(anchors):
+            starts = sorted(name for name in names if name.startswith(PART_PREFIXES))
+            if starts:
+                current = starts[0]
+            parts.setdefault(current, []).append(index)
+        return cls(
+            reader=PdfReader(io.BytesIO(pdf)),
+            anchors=anchors,
+            parts=parts,
+            roster=roster,
+            roster_parts=roster_parts(plan=roster, context=context) if roster else None,
+        )
+
+
+def _add_circular(writer: Any, circular_pdf: Any, readers: list[Any]) -> None:
+    for page in circular_pdf.pages:
+        writer.add_page(page)
+    for reader in readers:
+        for page in reader.pages:
+            writer.add_page(page)
+
+
+def _assemble(
+    *,
+    extras: _Extras,
+    sections: list[dict[str, Any]],
+    add_circular: Callable[[Any], None],
+    circulate: bool,
+    each: bool,
+) -> Any:
+    """Put the pages in the order a helper hands them out (raises RosterUnfit)."""
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter()
+    layouts: dict[tuple[str, int], list[RosterPage]] = {}
+    stamper = None
+    if extras.roster is not None and extras.roster_parts is not None:
+        for part, block_id in extras.roster.rows:
+            if len(extras.parts.get(f"{part}-{block_id}", [])) != 1:
+                raise RosterUnfit("the header of a roster does not fit on one page")
+        layouts = roster_layout(
+            plan=extras.roster, pack=extras.anchors, parts=extras.roster_parts.anchors
+        )
+        stamper = RosterStamper(
+            writer=writer,
+            pack=extras.reader,
+            parts=PdfReader(io.BytesIO(extras.roster_parts.pdf)),
+        )
+        stamper.check(layouts)
+
+    def add_part(key: str, roster_key: tuple[str, int]) -> None:
+        if stamper is not None and roster_key in layouts:
+            stamper.add(layouts[roster_key])
+            return
+        for index in extras.parts.get(key, []):
+            writer.add_page(extras.reader.pages[index])
+
+    for section in sections:
+        block_id = section["block"].pk
+        add_part(f"cover-{block_id}", ("cover", block_id))
+        if circulate:
+            add_circular(writer)
+            add_part(f"sheet-{block_id}", ("sheet", block_id))
+            for index in extras.parts.get(f"answers-{block_id}", []):
+                writer.add_page(extras.reader.pages[index])
+        if each:
+            for entry in section["households"]:
+                household_id = entry["household"].pk
+                for index in extras.parts.get(f"label-{household_id}", []):
+                    writer.add_page(extras.reader.pages[index])
+                add_circular(writer)
+                for index in extras.parts.get(f"slip-{household_id}", []):
+                    writer.add_page(extras.reader.pages[index])
+    return writer
+
+
 def print_pack_pdf(
     *,
     circular: Circular,
@@ -219,7 +335,7 @@ def print_pack_pdf(
         return safety_checklist_pdf(
             circular=circular, blocks=blocks, base_url=base_url, printed_by=printed_by
         )
-    from pypdf import PdfReader, PdfWriter
+    from pypdf import PdfReader
 
     base = base_url.rstrip("/")
     with translation.override("ja"):
@@ -303,63 +419,38 @@ def print_pack_pdf(
                 }
             )
 
-        extras_pdf, extras_anchors = pdf_render_with_anchors(
-            template="circulars/print/pack_extras.html",
-            context={
-                "circular": circular,
-                "community": circular.community,
-                "sections": sections,
-                "circulate": circulate,
-                "each": each,
-                "circular_pages": len(circular_pdf.pages),
-                "attachment_pages": sum(len(r.pages) for r in readers),
-                "printed_on": timezone.localdate(),
-                "questions": asked,
-                "question_tables": _chunks(asked, SHEET_QUESTIONS_PER_TABLE),
-                "slip_large": large,
-                "furigana": furigana,
-            },
-        )
-        extras = PdfReader(io.BytesIO(extras_pdf))
+        extras_context = {
+            "circular": circular,
+            "community": circular.community,
+            "sections": sections,
+            "circulate": circulate,
+            "each": each,
+            "circular_pages": len(circular_pdf.pages),
+            "attachment_pages": sum(len(r.pages) for r in readers),
+            "printed_on": timezone.localdate(),
+            "questions": asked,
+            "question_tables": _chunks(asked, SHEET_QUESTIONS_PER_TABLE),
+            "slip_large": large,
+            "furigana": furigana,
+        }
+        roster = roster_plan(sections=sections, circulate=circulate)
+        while True:
+            extras = _Extras.render(extras_context, roster)
+            try:
+                writer = _assemble(
+                    extras=extras,
+                    sections=sections,
+                    add_circular=lambda writer: _add_circular(writer, circular_pdf, readers),
+                    circulate=circulate,
+                    each=each,
+                )
+                break
+            except RosterUnfit as unfit:
+                if roster is None:
+                    raise
+                logger.info("print pack laid out in full: %s", unfit)
+                roster = None
 
-    # Each part of the extras starts with an element id (cover-N, sheet-N, answers-N,
-    # label-N, slip-N); a part runs until the next one starts, so a long 回覧表 or reply
-    # slip may take several pages.
-    parts: dict[str, list[int]] = {}
-    current = ""
-    for index, names in enumerate(extras_anchors):
-        starts = sorted(name for name in names if name.startswith(PART_PREFIXES))
-        if starts:
-            current = starts[0]
-        parts.setdefault(current, []).append(index)
-
-    writer = PdfWriter()
-
-    def add_circular() -> None:
-        for page in circular_pdf.pages:
-            writer.add_page(page)
-        for reader in readers:
-            for page in reader.pages:
-                writer.add_page(page)
-
-    for section in sections:
-        block_id = section["block"].pk
-        for index in parts.get(f"cover-{block_id}", []):
-            writer.add_page(extras.pages[index])
-        if circulate:
-            add_circular()
-            for index in parts.get(f"sheet-{block_id}", []):
-                writer.add_page(extras.pages[index])
-            for index in parts.get(f"answers-{block_id}", []):
-                writer.add_page(extras.pages[index])
-        if each:
-            for entry in section["households"]:
-                household_id = entry["household"].pk
-                for index in parts.get(f"label-{household_id}", []):
-                    writer.add_page(extras.pages[index])
-                add_circular()
-                for index in parts.get(f"slip-{household_id}", []):
-                    writer.add_page(extras.pages[index])
     out = io.BytesIO()
     writer.add_metadata({"/Title": circular.title, "/Creator": "Kairan"})
     writer.write(out)
