@@ -139,6 +139,8 @@ http {{
       proxy_set_header Host $http_host;
       proxy_set_header X-Forwarded-For $remote_addr;
       proxy_set_header X-Forwarded-Proto https;
+      # When the request arrived: Django turns away what waited too long (load_shedding).
+      proxy_set_header X-Request-Start "t=${{msec}}";
       proxy_read_timeout 60s;
     }}
   }}

@@ -34,15 +34,17 @@ def is_database_outage(error: BaseException | None) -> bool:
     return isinstance(error, OperationalError | InterfaceError)
 
 
-def unavailable_response(request: HttpRequest) -> HttpResponse:
+def unavailable_response(
+    request: HttpRequest, *, retry_after: int = RETRY_AFTER_SECONDS, redirect: bool = True
+) -> HttpResponse:
     # No request context: context processors would read the session and the user.
     response = HttpResponse(
-        render_to_string("503.html", {"retry_minutes": RETRY_AFTER_SECONDS // 60}),
+        render_to_string("503.html", {"retry_minutes": max(1, retry_after // 60)}),
         status=503,
     )
-    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    response["Retry-After"] = str(retry_after)
     response["Cache-Control"] = "no-store"
-    if request.headers.get("HX-Request"):
+    if redirect and request.headers.get("HX-Request"):
         # htmx does not swap an error response, so a 「確認しました」 pressed through htmx
         # would seem to do nothing. It does follow HX-Redirect, whatever the status: reload
         # the page the person is on, which explains the outage (or, if the database is

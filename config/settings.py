@@ -101,6 +101,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.load_shedding.LoadSheddingMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -306,6 +307,11 @@ KAIRAN_LEDGER_COUNTS_SECONDS = float(env("KAIRAN_LEDGER_COUNTS_SECONDS", "0.25")
 
 # The Japanese font that print output embeds; checked at start-up and by /healthz.
 KAIRAN_PRINT_FONT_FAMILY = "BIZ UDGothic"
+# Overload: a request that waited longer than this in the proxy's and server's queues
+# (nginx's X-Request-Start) gets an immediate 503 instead of late service (0: never).
+KAIRAN_QUEUE_TIMEOUT_SECONDS = float(
+    env("KAIRAN_QUEUE_TIMEOUT_SECONDS", "3" if PRODUCTION else "0")
+)
 KAIRAN_PRINT_FONT_FILES = [
     Path("/usr/share/fonts/truetype/bizud-gothic/BIZUDGothic-Regular.ttf"),
     Path("/usr/share/fonts/truetype/bizud-gothic/BIZUDGothic-Bold.ttf"),
