@@ -1,16 +1,16 @@
 """The roster tables of a print pack, laid out once and stamped.
 
 The helper's list on the cover and the 回覧表 have a row per household. WeasyPrint spends
-about 4 ms on each such row (four cells, a text box each), so a 50-household pack took half
-a second. The rows of a roster differ only in their words, so the pack's document lays out each
-table's first page with its header and no rows, and a page that is never printed carries
-every character the rows' words use. A second, small document (``roster_parts.html``,
-cached: it holds nothing of any one pack) has a continuation page of each table (the
-repeated header alone) and one sample row of each distinct shape: its borders and fixed
-words such as 回覧 or スマホで確認済み, with markers where the changing words go. Each row
-is then that sample placed as a Form XObject at the row's position, and its own words
-(number, household, note) are written where the markers say, in the pack's embedded font,
-at the same size.
+milliseconds on each such row (four cells, a text box each), so a 50-household pack took
+half a second. The rows of a roster differ only in their words, so the pack's document
+lays out each table's first page with its header and no rows, and a page that is never
+printed carries every character the rows' words use. A second, small document
+(``roster_parts.html``, cached: it holds nothing of any one pack) has a continuation page
+of each table (the repeated header alone) and one sample row of each distinct shape: its
+borders and fixed words such as 回覧 or スマホで確認済み, with markers where the changing
+words go. Each row is then that sample placed as a Form XObject at the row's position,
+and its own words (number, household, note) are written where the markers say, in the
+pack's embedded font, at the same size.
 
 What this cannot place exactly as WeasyPrint would (a name too long for one line, a
 character the font lacks, a row ending within a hair of the page's bottom edge) raises
@@ -25,7 +25,14 @@ from typing import Any
 
 from django.conf import settings
 
-from communities.pdf import Anchors, FontFace, pdf_html, pdf_render_html, print_font_face
+from communities.pdf import (
+    Anchors,
+    FontFace,
+    pdf_html,
+    pdf_render_html,
+    print_font_face,
+    print_font_status,
+)
 
 PX_TO_PT = 0.75
 # A row whose bottom lands this close to the page's bottom edge could go either way in
@@ -97,6 +104,8 @@ def _shape_index(shapes: list[dict[str, Any]], shape: dict[str, Any]) -> int:
 def roster_plan(*, sections: list[dict[str, Any]], circulate: bool) -> RosterPlan | None:
     """Plan stamped rosters for the sections whose words the font can print; None when no
     section can be stamped (the template then lays every row out itself)."""
+    if print_font_status() != "ok":
+        return None  # the full layout says so (PrintFontMissing)
     face = print_font_face()
     plan = RosterPlan()
     chars: set[str] = set()

@@ -74,7 +74,7 @@ def stamped_pages(result: PackResult) -> list[int]:
     return [
         number
         for number, page in enumerate(PdfReader(io.BytesIO(result.pdf)).pages, start=1)
-        if b"/KairanRow" in page.get_contents().get_data()
+        if (contents := page.get_contents()) is not None and b"/KairanRow" in contents.get_data()
     ]
 
 
