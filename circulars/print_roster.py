@@ -20,6 +20,7 @@ character the font lacks, a row ending within a hair of the page's bottom edge) 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,6 +96,18 @@ def _words(text: str) -> str:
     return re.sub(r"[ \t\n\r\f]+", " ", text).strip()
 
 
+def _stampable(face: FontFace, text: str) -> bool:
+    """Whether writing the characters one glyph each gives what WeasyPrint draws: all in
+    the font, and none that shaping would join to its neighbour (combining marks, the
+    font's tone-letter ligatures) or hide (format and control characters)."""
+    return face.covers(text) and not any(
+        unicodedata.category(char)[0] in "MC"
+        or unicodedata.category(char) in ("Zl", "Zp")
+        or "\u02e5" <= char <= "\u02e9"
+        for char in text
+    )
+
+
 def _shape_index(shapes: list[dict[str, Any]], shape: dict[str, Any]) -> int:
     if shape not in shapes:
         shapes.append(shape)
@@ -121,7 +134,7 @@ def roster_plan(*, sections: list[dict[str, Any]], circulate: bool) -> RosterPla
         texts = [text for pair in words for text in pair] + ["✓"]
         # No households: the table's "none" row. A character the font lacks: WeasyPrint
         # takes it from another font, which only the full layout reproduces.
-        if not entries or not all(face.covers(text) for text in texts):
+        if not entries or not all(_stampable(face, text) for text in texts):
             continue
         cover, sheet = [], []
         for order, (entry, (label, note)) in enumerate(zip(entries, words, strict=True), 1):
