@@ -17,7 +17,7 @@ from django.http import Http404, HttpRequest
 from django.http.response import HttpResponseBase
 from django.shortcuts import render
 
-from communities.selectors import Access, community_access_get
+from communities.selectors import Access, community_page_get, display_preferences_known
 
 type CommunityView = Callable[Concatenate[HttpRequest, Access, ...], HttpResponseBase]
 
@@ -38,7 +38,9 @@ def community_view(
         ) -> HttpResponseBase:
             if not request.user.is_authenticated:
                 return redirect_to_login(request.get_full_path())
-            access = community_access_get(slug=slug, user=request.user)
+            page = community_page_get(slug=slug, user=request.user)
+            display_preferences_known(request=request, preferences=page.preferences)
+            access = page.access
             if officer and not access.is_officer:
                 raise Http404
             if staff and not (access.is_officer or access.is_block_staff):
