@@ -366,8 +366,10 @@ def circular_detail(request: HttpRequest, access: Access, circular_id: int) -> H
             if not staff:
                 raise
     if receipt is not None and receipt.household is not None:
-        receipt = services.receipt_open(circular=receipt.circular, household=receipt.household)
-        circular = receipt.circular
+        if receipt.opened_at is None and receipt.confirmed_at is None:
+            # Only the first view records the opening: later views (most of them) skip the
+            # service's transaction and its re-read of the receipt.
+            receipt = services.receipt_open(circular=circular, household=receipt.household)
     else:
         circular = selectors.circular_get_for_staff(access=access, circular_id=circular_id)
         if circular.status != CircularStatus.PUBLISHED:
