@@ -200,9 +200,15 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
-# Sessions live in the database, the truth: a Redis outage logs nobody out and breaks no
-# page (cached_db would still write to the cache on every load).
-SESSION_ENGINE = "django.contrib.sessions.backends.db"
+# Sessions live in the database, the truth. With Redis they are read from the cache (every
+# page reads one): a Redis outage costs a query, never a login, and a logout during the
+# outage stays a logout (config/resilient_cache.py). The in-memory cache is per process, so
+# without Redis a logout in one worker could not reach another's copy: database only.
+SESSION_ENGINE = (
+    "django.contrib.sessions.backends.cached_db"
+    if REDIS_URL
+    else "django.contrib.sessions.backends.db"
+)
 SESSION_COOKIE_AGE = 60 * 60 * 24 * 14
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
