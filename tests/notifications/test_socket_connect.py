@@ -9,6 +9,7 @@ ASGI stack, on the in-memory and the Redis pub/sub layer.
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -17,7 +18,10 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.db import DatabaseSyncToAsync
 from channels.testing import WebsocketCommunicator
+from django.contrib.sessions.backends.cached_db import SessionStore
+from django.contrib.sessions.models import Session
 from django.db.backends.utils import CursorWrapper
+from django.test import override_settings
 
 from config.asgi import application
 from notifications import consumers
@@ -148,3 +152,34 @@ def test_past_the_admission_limit_a_connect_is_turned_away_busy(
         await socket.disconnect()
 
     run(admitted)
+
+
+def test_with_sessions_in_the_cache_the_database_decides(town: Town, redis_url: str) -> None:
+    """cached_db (production with Redis): the socket reads the session row itself, so a
+    login deleted from the database is refused even while the cache still holds it."""
+    cache = {
+        "default": {
+            "BACKEND": "config.resilient_cache.ResilientRedisCache",
+            "LOCATION": redis_url,
+            "KEY_PREFIX": f"kairan-test-{uuid.uuid4().hex[:8]}",
+        }
+    }
+    with override_settings(
+        SESSION_ENGINE="django.contrib.sessions.backends.cached_db", CACHES=cache
+    ):
+        cookie = session_cookie(town.resident1)
+        key = cookie.decode().split("=", 1)[1]
+        SessionStore(key).load()  # now in the cache as well
+
+        async def accepted() -> None:
+            with database_work_in_any_thread() as seen:
+                socket = communicator(cookie)
+                connected, _ = await socket.connect(timeout=TIMEOUT)
+                assert connected is True
+                await socket.disconnect()
+            assert len(seen["queries"]) == 2
+
+        run(accepted)
+        Session.objects.filter(session_key=key).delete()
+        assert SessionStore(key).exists(key)  # the cache still has it
+        assert refused(cookie) == 4401
