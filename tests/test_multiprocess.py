@@ -337,7 +337,7 @@ def test_confirmation_through_process_a_reaches_ledger_socket_on_process_b(
             hello = json.loads(await asyncio.wait_for(websocket.recv(), EVENT_TIMEOUT))
             assert hello == {"type": "hello"}
             await asyncio.to_thread(confirm_through, server_a, seeded)
-            return await receive_until(
+            rows = await receive_until(
                 websocket,
                 {
                     "type": "ledger.receipt",
@@ -347,6 +347,13 @@ def test_confirmation_through_process_a_reaches_ledger_socket_on_process_b(
                 },
                 EVENT_TIMEOUT,
             )
+            # Production settings: the block's counts follow apart from the row (coalesced).
+            counts = await receive_until(
+                websocket,
+                {"type": "ledger.counts", "circular_id": seeded.circular_id},
+                EVENT_TIMEOUT,
+            )
+            return [*rows, *counts]
 
     try:
         events = asyncio.run(scenario())
@@ -354,6 +361,8 @@ def test_confirmation_through_process_a_reaches_ledger_socket_on_process_b(
         for server in servers:
             print(f"--- server on {server.port} ---\n{read_log(server)}")
         raise
-    receipt = events[-1]
+    [receipt] = [e for e in events if e["type"] == "ledger.receipt" and e["status"] == "confirmed"]
     assert receipt["method"] == "app"
-    assert receipt["block_counts"]["confirmed"] == 1
+    assert receipt["block_counts"] == {}
+    assert events[-1]["block_id"] == receipt["block_id"]
+    assert events[-1]["counts"]["confirmed"] == 1
