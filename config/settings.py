@@ -307,17 +307,17 @@ KAIRAN_VAPID_SUBJECT = env("KAIRAN_VAPID_SUBJECT", "mailto:admin@kairan.invalid"
 
 # How often a live page polls while its WebSocket is down (the database is the truth).
 KAIRAN_POLL_SECONDS = int(env("KAIRAN_POLL_SECONDS", "15"))
+# Overload: a request that waited longer than this in the proxy's and server's queues
+# (nginx's X-Request-Start) gets an immediate 503 instead of late service (0: never).
+KAIRAN_QUEUE_TIMEOUT_SECONDS = float(
+    env("KAIRAN_QUEUE_TIMEOUT_SECONDS", "3" if PRODUCTION else "0")
+)
 # The ledger's live counts: a row goes out at once; its counts at most this often per
 # circular and process, always after the last change (0: counted after every change).
 KAIRAN_LEDGER_COUNTS_SECONDS = float(env("KAIRAN_LEDGER_COUNTS_SECONDS", "0.25"))
 
 # The Japanese font that print output embeds; checked at start-up and by /healthz.
 KAIRAN_PRINT_FONT_FAMILY = "BIZ UDGothic"
-# Overload: a request that waited longer than this in the proxy's and server's queues
-# (nginx's X-Request-Start) gets an immediate 503 instead of late service (0: never).
-KAIRAN_QUEUE_TIMEOUT_SECONDS = float(
-    env("KAIRAN_QUEUE_TIMEOUT_SECONDS", "3" if PRODUCTION else "0")
-)
 KAIRAN_PRINT_FONT_FILES = [
     Path("/usr/share/fonts/truetype/bizud-gothic/BIZUDGothic-Regular.ttf"),
     Path("/usr/share/fonts/truetype/bizud-gothic/BIZUDGothic-Bold.ttf"),
