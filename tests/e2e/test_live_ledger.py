@@ -84,10 +84,19 @@ class LedgerScene(BrowserTestCase):
     def open_ledger(self) -> Page:
         """The chair's 配布状況, live; marked so that a reload would show."""
         page = self.new_page(user=self.chair)
-        page.goto(self.url(f"{self.circular_path()}ledger/"))
-        expect(page.locator("[data-live-ws]")).to_have_attribute(
-            "data-live-state", "open", timeout=LIVE_MS
-        )
+        # The socket's first open fetches a fresh snapshot and swaps the ledger's body: wait
+        # for it, or a row the test is about to use could be swapped out under its click.
+        with page.expect_response(
+            lambda answer: (
+                answer.url.endswith("/ledger/")
+                and answer.request.headers.get("hx-request") == "true"
+            ),
+            timeout=LIVE_MS,
+        ):
+            page.goto(self.url(f"{self.circular_path()}ledger/"))
+            expect(page.locator("[data-live-ws]")).to_have_attribute(
+                "data-live-state", "open", timeout=LIVE_MS
+            )
         expect(self.total(page)).to_have_text("0")
         page.evaluate("window.__marker = 1")
         return page

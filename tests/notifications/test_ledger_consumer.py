@@ -182,8 +182,10 @@ def test_chair_receives_both_blocks_and_totals(layer: str, town: Town) -> None:
             "confirmed": 2,
             "opened": 0,
             "not_yet": 0,
+            "paper": 0,
             "paper_out": 0,
             "paper_collected": 0,
+            "seq": 4,  # two rows, each at version 1
         }
         assert await socket.receive_nothing(timeout=0.2)
         await socket.disconnect()
