@@ -8,12 +8,15 @@ an event lost while disconnected costs nothing.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.layers import InMemoryChannelLayer
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.http import Http404
@@ -30,6 +33,8 @@ from notifications.groups import (
 )
 from notifications.sessions import SocketLogin, socket_login_get
 from notifications.watchdog import CLOSE_CODE_LAYER_DOWN, watchdog
+
+logger = logging.getLogger(__name__)
 
 CLOSE_CODE_BUSY = 4429
 
@@ -63,6 +68,53 @@ class Admission:
 
 
 admission = Admission(threads=4, queue_limit=2000)
+
+
+async def _leave(layer: Any, channel: str, groups: list[str]) -> None:
+    for group in groups:
+        try:
+            await layer.group_discard(group, channel)
+        except Exception:
+            return  # the layer is down; its subscriptions went with it
+
+
+class Leaver:
+    """Leaves the groups of closed sockets a few seconds later, in the background.
+
+    When every socket drops at once, each would unsubscribe its groups one command at a
+    time, under the same lock that the sockets coming back need to subscribe. Put off,
+    the newcomers go first, and a household whose phone came back to this process keeps
+    its Redis subscription instead of dropping and taking it again. A closed socket's own
+    channel is gone at once, so nothing is delivered to it meanwhile.
+    """
+
+    DELAY_SECONDS = 5.0
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Any, str, list[str]]] = []
+        self.task: asyncio.Task[None] | None = None
+
+    def leave(self, layer: Any, channel: str, groups: list[str]) -> None:
+        self.pending.append((layer, channel, groups))
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while self.pending:
+            await asyncio.sleep(self.DELAY_SECONDS)
+            batch, self.pending = self.pending, []
+            for layer, channel, groups in batch:
+                await _leave(layer, channel, groups)
+
+
+_leavers: dict[asyncio.AbstractEventLoop, Leaver] = {}
+
+
+def leaver() -> Leaver:
+    loop = asyncio.get_running_loop()
+    if loop not in _leavers:
+        _leavers[loop] = Leaver()
+    return _leavers[loop]
 
 
 def _session_key(scope: dict[str, Any]) -> str | None:
@@ -120,6 +172,7 @@ class ForwardingConsumer(AsyncJsonWebsocketConsumer):
                 await self.channel_layer.group_add(group, self.channel_name)
         except Exception:
             # The layer (Redis) is down: refuse, and the page polls until it is back.
+            logger.warning("socket refused: joining its groups failed", exc_info=True)
             await self.close(code=CLOSE_CODE_LAYER_DOWN)
             return
         await self.accept()
@@ -128,11 +181,11 @@ class ForwardingConsumer(AsyncJsonWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         watchdog().forget(self)
-        for group in getattr(self, "groups_joined", []):
-            try:
-                await self.channel_layer.group_discard(group, self.channel_name)
-            except Exception:
-                return  # the layer is down; its subscriptions went with it
+        groups = getattr(self, "groups_joined", [])
+        if isinstance(self.channel_layer, InMemoryChannelLayer):
+            await _leave(self.channel_layer, self.channel_name, groups)
+        else:
+            leaver().leave(self.channel_layer, self.channel_name, groups)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         # Server → client only: a client that talks is closed.

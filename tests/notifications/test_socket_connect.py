@@ -8,6 +8,7 @@ ASGI stack, on the in-memory and the Redis pub/sub layer.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import uuid
 from collections.abc import Iterator
@@ -15,8 +16,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+import redis.asyncio
 from asgiref.sync import sync_to_async
 from channels.db import DatabaseSyncToAsync
+from channels.layers import channel_layers, get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.contrib.sessions.backends.cached_db import SessionStore
 from django.contrib.sessions.models import Session
@@ -183,3 +186,55 @@ def test_with_sessions_in_the_cache_the_database_decides(town: Town, redis_url: 
         Session.objects.filter(session_key=key).delete()
         assert SessionStore(key).exists(key)  # the cache still has it
         assert refused(cookie) == 4401
+
+
+def test_a_closed_sockets_groups_are_left_in_the_background(
+    town: Town, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On Redis a closed socket leaves its groups a moment later (consumers.Leaver): a
+    phone of the same household that is back by then keeps the subscription and hears
+    events; once the last socket of the household has gone, Redis has no subscriber."""
+    monkeypatch.setattr(consumers.Leaver, "DELAY_SECONDS", 0.3)
+    prefix = f"kairan-test-{uuid.uuid4().hex[:8]}."
+    layers = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [redis_url], "prefix": prefix},
+        }
+    }
+    cookie = session_cookie(town.resident1)
+    group = household_group(town.household1.pk)
+
+    async def scenario() -> None:
+        layer = get_channel_layer()
+        assert layer is not None
+        client = redis.asyncio.Redis.from_url(redis_url)
+
+        async def subscribers() -> int:
+            [(_name, count)] = await client.pubsub_numsub(f"{prefix}__group__{group}")
+            return int(count)
+
+        try:
+            first = communicator(cookie)
+            assert (await first.connect(timeout=TIMEOUT))[0] is True
+            assert await subscribers() == 1
+            await first.disconnect()
+            second = communicator(cookie)  # the same phone, back at once
+            assert (await second.connect(timeout=TIMEOUT))[0] is True
+            await asyncio.sleep(1.0)  # the first socket's groups have been left
+            assert await subscribers() == 1
+            await layer.group_send(group, {"type": "event.forward", "payload": {"type": "t"}})
+            assert await second.receive_json_from(timeout=TIMEOUT) == {"type": "hello"}
+            assert await second.receive_json_from(timeout=TIMEOUT) == {"type": "t"}
+            await second.disconnect()
+            await asyncio.sleep(1.0)
+            assert await subscribers() == 0
+        finally:
+            await client.aclose()
+
+    with override_settings(CHANNEL_LAYERS=layers):
+        channel_layers.backends = {}
+        try:
+            run(scenario)
+        finally:
+            channel_layers.backends = {}
