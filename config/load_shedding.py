@@ -65,4 +65,8 @@ class LoadSheddingMiddleware:
             )
         # htmx shows its alert line for a 503 (kairan.js); reloading the page, as for a
         # database outage, would only add load while the servers are behind.
-        return unavailable_response(request, retry_after=RETRY_AFTER_SECONDS, redirect=False)
+        response = unavailable_response(request, retry_after=RETRY_AFTER_SECONDS, redirect=False)
+        # Counted above: django.request would log every one as an error, thousands a
+        # minute while the servers are behind, and writing them costs what shedding saves.
+        response._has_been_logged = True  # type: ignore[attr-defined]
+        return response
