@@ -111,6 +111,17 @@ def main() -> None:
     started = time.time()
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M")
     path = args.output or BENCH / "results" / f"soak-{stamp}-{socket.gethostname()}.json"
+
+    def write(*, final: bool) -> None:
+        results_write(
+            metrics=metrics,
+            samples=samples,
+            described=described,
+            started=started,
+            path=path,
+            final=final,
+        )
+
     pool = 10
     try:
         with running_stack(args, households=args.city_households, sessions=1000, pool=pool) as run:
@@ -131,6 +142,8 @@ def main() -> None:
             metrics["soak_rate_per_s"] = rate
             lost = 0
             p99s = []
+            metrics["soak_receipts_lost"] = lost
+            metrics["soak_confirm_p99_ms_max"] = -1
             for minute in range(args.minutes):
                 run.close_residents()  # churn: every resident socket closes …
                 run.ensure_residents()  # … and opens again
@@ -147,26 +160,10 @@ def main() -> None:
                 )
                 metrics["soak_receipts_lost"] = lost
                 metrics["soak_confirm_p99_ms_max"] = max(p99s)
-                results_write(
-                    metrics=metrics,
-                    samples=samples,
-                    described=described,
-                    started=started,
-                    path=path,
-                    final=False,
-                )
-            metrics["soak_receipts_lost"] = lost
-            metrics["soak_confirm_p99_ms_max"] = max(p99s) if p99s else -1
+                write(final=False)
     except KeyboardInterrupt:
         log("interrupted: stopped")
-    results_write(
-        metrics=metrics,
-        samples=samples,
-        described=described,
-        started=started,
-        path=path,
-        final=True,
-    )
+    write(final=True)
 
 
 if __name__ == "__main__":
