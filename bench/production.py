@@ -301,7 +301,8 @@ class Run:
 
     def scenario_receipts(self) -> None:
         self.ensure_residents()
-        rates = self.args.rates or ([20, 60] if self.quick else [100, 300, 1000])
+        # 25 and 50 find the knee of a small machine; 300 and 1,000 are the goals.
+        rates = self.args.rates or ([20, 60] if self.quick else [25, 50, 100, 300, 1000])
         duration = self.args.step_seconds or (5 if self.quick else 60)
         m = self.metrics
         m["receipt_step_s"] = duration
@@ -876,7 +877,7 @@ def main() -> None:
         "--rates",
         type=lambda s: [float(x) for x in s.split(",")],
         default=None,
-        help="receipt rates per second (default 100,300,1000)",
+        help="receipt rates per second (default 25,50,100,300,1000)",
     )
     parser.add_argument("--step-seconds", type=float, default=None, help="seconds per rate")
     parser.add_argument("--knee", type=float, default=None, help="knee for overload alone")
@@ -904,6 +905,9 @@ def main() -> None:
         ) as run:
             described = machine(run.stack)
             for name in chosen:
+                waited = run.stack.settle()
+                run.metrics[f"settle_s_before_{name}"] = round(waited, 1)
+                log(f"{name}: servers idle after {waited:.1f} s")
                 try:
                     getattr(run, f"scenario_{name}")()
                 except KeyboardInterrupt:

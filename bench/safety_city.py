@@ -54,6 +54,8 @@ BENCH = BASE_DIR / "bench"
 if str(BASE_DIR) not in sys.path:
     sys.path.insert(0, str(BASE_DIR))
 
+from bench.stack import cpu_seconds  # noqa: E402
+
 BLOCKS = 10
 ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres"
 # An unusable password hash, as make_password(None) gives, without hashing 100,000 times.
@@ -67,15 +69,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of one live process, from /proc."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def load_average() -> str:

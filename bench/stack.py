@@ -100,6 +100,15 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 NGINX_CONF = """
 daemon off;
 master_process on;
@@ -110,7 +119,9 @@ pid {tmp}/nginx.pid;
 error_log {tmp}/nginx-error.log warn;
 events {{ worker_connections {conns}; multi_accept on; }}
 http {{
-  access_log off;
+  log_format timing '$msec $request_method $uri $status rt=$request_time '
+    'uct=$upstream_connect_time uht=$upstream_header_time urt=$upstream_response_time';
+  {access_log}
   client_body_temp_path {tmp}/nginx-body;
   proxy_temp_path {tmp}/nginx-proxy;
   fastcgi_temp_path {tmp}/nginx-fastcgi;
@@ -165,6 +176,9 @@ class Stack:
         self.ws = f"ws://{self.host}"
         self.pg_dsn = f"postgres://postgres@127.0.0.1:{self.pg_port}/kairan"
         self.confirm_limit = 100000
+        # nginx's access log with upstream timings (where a request's time went); off by
+        # default: at thousands of requests a second the log itself costs.
+        self.access_log = bool(os.environ.get("KAIRAN_BENCH_ACCESS_LOG"))
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("KAIRAN_", "DJANGO_"))},
             "KAIRAN_ENV": "production",
@@ -350,6 +364,17 @@ class Stack:
                 "4096",
                 "--log-level",
                 "warning",
+                *(
+                    # Seconds in the worker, per request and worker pid, beside nginx's log.
+                    [
+                        "--access-logfile",
+                        str(self.tmp / "gunicorn-access.log"),
+                        "--access-logformat",
+                        "%(m)s %(U)s %(s)s %(L)s %(p)s",
+                    ]
+                    if self.access_log
+                    else []
+                ),
             ],
         )
         self.start_uvicorn()
@@ -366,6 +391,11 @@ class Stack:
                 nginx=self.nginx_port,
                 nofile=NOFILE,
                 conns=NOFILE - 1000,  # per worker; a proxied socket takes two
+                access_log=(
+                    f"access_log {self.tmp}/nginx-access.log timing buffer=256k flush=1s;"
+                    if self.access_log
+                    else "access_log off;"
+                ),
             )
         )
         self._spawn("nginx", [ensure_nginx(), "-c", str(conf), "-p", str(self.tmp)])
@@ -413,6 +443,25 @@ class Stack:
     def rss(self, *names: str) -> int:
         """Resident memory of the named processes and their children, in KiB."""
         return sum(rss_kib(pid) for name in names for pid in self.pids(name))
+
+    def settle(self, *, below: float = 0.15, quiet: float = 2.0, limit: float = 90.0) -> float:
+        """Wait until the servers are idle (together under ``below`` of a core for ``quiet``
+        seconds), so a scenario does not pay for the previous one's tail: thousands of
+        closed sockets leaving their groups, the worker finishing its queue. Returns the
+        seconds waited (``limit`` at most)."""
+        names = list(self.procs)
+        started = time.monotonic()
+        calm_since = started
+        before = sum(cpu_seconds(pid) for name in names for pid in self.pids(name))
+        while time.monotonic() - started < limit:
+            time.sleep(0.5)
+            now = sum(cpu_seconds(pid) for name in names for pid in self.pids(name))
+            if now - before > below * 0.5:
+                calm_since = time.monotonic()
+            before = now
+            if time.monotonic() - calm_since >= quiet:
+                break
+        return time.monotonic() - started
 
     def redis_cli(self, *args: str) -> str:
         return subprocess.run(
