@@ -11,8 +11,9 @@ resident memory of each server process group, the Redis key count and the number
 PostgreSQL connections.
 
 Prints a table and writes flat JSON to ``bench/results/soak-<date>-<host>.json``:
-``soak_memory_growth_pct`` (total server RSS at the end against the first minute's, when
-the caches and pools are warm), ``soak_redis_keys_start`` / ``_end``,
+``soak_memory_growth_pct`` (total server memory, PSS, at the end against the first minute's,
+when the caches and pools are warm; ``soak_rss_memory_growth_pct`` the same in RSS, which
+counts PostgreSQL's shared buffers once per backend), ``soak_redis_keys_start`` / ``_end``,
 ``soak_pg_connections_max``, ``soak_receipts_lost``, and the per-process-group growth.
 Goals: memory growth ≤ 10 %, Redis keys flat, PostgreSQL connections within the pools
 (gunicorn workers + uvicorn workers + worker + scheduler, each ``pool_max=10``).
@@ -39,8 +40,11 @@ GROUPS = ("gunicorn", "uvicorn", "db_worker", "scheduler", "nginx", "redis", "po
 
 def sample(run: Run) -> dict[str, float]:
     stack = run.stack
-    values: dict[str, float] = {f"rss_kib_{name}": stack.rss(name) for name in GROUPS}
-    values["rss_kib_total"] = sum(values.values())
+    values: dict[str, float] = {}
+    for kind, measure in (("rss", stack.rss), ("pss", stack.pss)):
+        for name in GROUPS:
+            values[f"{kind}_kib_{name}"] = measure(name)
+        values[f"{kind}_kib_total"] = sum(values[f"{kind}_kib_{name}"] for name in GROUPS)
     values["redis_keys"] = int(stack.redis_cli("dbsize") or 0)
     values["pg_connections"] = int(
         stack.psql("SELECT count(*) FROM pg_stat_activity WHERE datname = 'kairan'") or 0
@@ -62,15 +66,19 @@ def results_write(
     if samples:
         first, last = samples[0], samples[-1]
         metrics["soak_minutes"] = len(samples)
-        metrics["soak_memory_growth_pct"] = round(
-            100 * (last["rss_kib_total"] - first["rss_kib_total"]) / first["rss_kib_total"], 2
-        )
-        for name in GROUPS:
-            key = f"rss_kib_{name}"
-            if first[key]:
-                metrics[f"soak_growth_pct_{name}"] = round(
-                    100 * (last[key] - first[key]) / first[key], 2
-                )
+        # Growth of proportional memory (PSS): RSS summed over PostgreSQL's backends grows
+        # as they touch its shared buffers, without the machine using more memory.
+        for kind, prefix in (("pss", "soak_"), ("rss", "soak_rss_")):
+            total = f"{kind}_kib_total"
+            metrics[f"{prefix}memory_growth_pct"] = round(
+                100 * (last[total] - first[total]) / first[total], 2
+            )
+            for name in GROUPS:
+                key = f"{kind}_kib_{name}"
+                if first[key]:
+                    metrics[f"{prefix}growth_pct_{name}"] = round(
+                        100 * (last[key] - first[key]) / first[key], 2
+                    )
         metrics["soak_redis_keys_start"] = first["redis_keys"]
         metrics["soak_redis_keys_end"] = last["redis_keys"]
         metrics["soak_pg_connections_max"] = max(s["pg_connections"] for s in samples)
@@ -160,7 +168,7 @@ def main() -> None:
                 samples.append(values)
                 log(
                     f"minute {minute + 1}/{args.minutes}: p99 {step['http_p99']} ms, "
-                    f"lost {step['lost']}, RSS {values['rss_kib_total'] / 1024:.0f} MiB, "
+                    f"lost {step['lost']}, PSS {values['pss_kib_total'] / 1024:.0f} MiB, "
                     f"Redis keys {values['redis_keys']}, PG connections {values['pg_connections']}"
                 )
                 metrics["soak_receipts_lost"] = lost

@@ -100,6 +100,21 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def pss_kib(pid: int) -> int:
+    """Proportional memory: shared pages divided among the processes sharing them.
+
+    Summing RSS over PostgreSQL's backends counts its shared buffers once per backend
+    that touched them (1.2 GB of RSS for 150 MB of memory in a soak), and over gunicorn's
+    forked workers the pages they share; PSS adds up to what the machine really gives."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time the process has used so far."""
     try:
@@ -443,6 +458,10 @@ class Stack:
     def rss(self, *names: str) -> int:
         """Resident memory of the named processes and their children, in KiB."""
         return sum(rss_kib(pid) for name in names for pid in self.pids(name))
+
+    def pss(self, *names: str) -> int:
+        """Proportional memory of the named processes and their children, in KiB."""
+        return sum(pss_kib(pid) for name in names for pid in self.pids(name))
 
     def settle(self, *, below: float = 0.15, quiet: float = 2.0, limit: float = 90.0) -> float:
         """Wait until the servers are idle (together under ``below`` of a core for ``quiet``

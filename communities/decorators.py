@@ -10,7 +10,6 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Concatenate
 
-from allauth.mfa.utils import is_mfa_enabled
 from django.contrib.auth.models import User
 from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest
@@ -45,7 +44,7 @@ def community_view(
                 raise Http404
             if staff and not (access.is_officer or access.is_block_staff):
                 raise Http404
-            if roster and access.is_officer and not is_mfa_enabled(request.user):
+            if roster and access.is_officer and not page.mfa_enabled:
                 return render(
                     request, "communities/mfa_required.html", {"access": access}, status=403
                 )

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from allauth.mfa.models import Authenticator
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import connections
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
@@ -88,6 +89,9 @@ class CommunityPage:
 
     access: Access
     preferences: DisplayPreferences
+    # allauth's ``is_mfa_enabled`` (the default adapter: any authenticator at all), read
+    # with the rest: roster pages ask it on every request.
+    mfa_enabled: bool = False
 
 
 @functools.cache
@@ -110,6 +114,8 @@ def _page_sql(vendor: str) -> str:
              JOIN {Household._meta.db_table} h ON h.id = m.household_id
              WHERE h.community_id = c.id AND m.user_id = %s
             ) AS household_list,
+            EXISTS (SELECT 1 FROM {Authenticator._meta.db_table} a WHERE a.user_id = %s)
+                AS mfa_enabled,
             p.large_text AS pref_large_text,
             p.high_contrast AS pref_high_contrast,
             p.furigana AS pref_furigana
@@ -124,13 +130,15 @@ def community_page_get(*, slug: str, user: AnyUser) -> CommunityPage:
     they have no place in it.
 
     One query: the community row with the user's current roles (``role:block,…``), their
-    households in it (``id,…``) and their preference row beside it.
+    households in it (``id,…``), whether they have a second factor, and their preference
+    row beside it.
     """
     if not user.is_authenticated:
         raise Http404
     sql = _page_sql(connections[Community.objects.db].vendor)
     # A Community with the extra columns as attributes.
-    row: Any = next(iter(Community.objects.raw(sql, [user.pk, user.pk, user.pk, slug])), None)
+    params = [user.pk, user.pk, user.pk, user.pk, slug]
+    row: Any = next(iter(Community.objects.raw(sql, params)), None)
     if row is None:
         raise Http404
     community: Community = row
@@ -152,7 +160,7 @@ def community_page_get(*, slug: str, user: AnyUser) -> CommunityPage:
         high_contrast=bool(row.pref_high_contrast),
         furigana=bool(row.pref_furigana),
     )
-    return CommunityPage(access=access, preferences=preferences)
+    return CommunityPage(access=access, preferences=preferences, mfa_enabled=bool(row.mfa_enabled))
 
 
 def community_access_for(*, community: Community, user_id: int) -> Access:
