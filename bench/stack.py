@@ -90,14 +90,19 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def rss_kib(pid: int) -> int:
+def _proc_kib(pid: int, name: str, field: str) -> int:
+    """A ``field: N kB`` line of ``/proc/<pid>/<name>``; 0 when the process is gone."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+        for line in Path(f"/proc/{pid}/{name}").read_text().splitlines():
+            if line.startswith(field):
                 return int(line.split()[1])
     except OSError:
         pass
     return 0
+
+
+def rss_kib(pid: int) -> int:
+    return _proc_kib(pid, "status", "VmRSS:")
 
 
 def pss_kib(pid: int) -> int:
@@ -106,13 +111,7 @@ def pss_kib(pid: int) -> int:
     Summing RSS over PostgreSQL's backends counts its shared buffers once per backend
     that touched them (1.2 GB of RSS for 150 MB of memory in a soak), and over gunicorn's
     forked workers the pages they share; PSS adds up to what the machine really gives."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    return _proc_kib(pid, "smaps_rollup", "Pss:")
 
 
 def cpu_seconds(pid: int) -> float:
