@@ -543,7 +543,8 @@ class Run:
         m["page_queries"] = self.count_queries(page, city.residents[0].user_id)
         m["ledger_queries"] = self.count_queries(ledger, city.chair_id)
         residents = city.residents[: len(city.main_household_ids)]
-        rates = [50, 100] if self.quick else [250, 500, 1000, 2000]
+        # From a rate a small machine sustains up to the goal, so the figure is measured.
+        rates = [50, 100] if self.quick else [50, 100, 250, 500, 1000, 2000]
         duration = 3 if self.quick else 10
         best = None
         for rate in rates:
@@ -559,20 +560,18 @@ class Run:
                 best = (rate, step)
             if step["p99"] > 2000:
                 break
+        m["page_goal_rate_met"] = int(best is not None)
         if best is None:
+            # No rate within p99 ≤ 50 ms: the most the servers answered, at the lowest rate's
+            # p99 (not the lowest rate offered, which read as if it had been served).
             rate = rates[0]
-            best = (
-                rate,
-                {
-                    "p99": m[f"page_p99_ms_at_{rate}"],
-                    "achieved": m[f"page_achieved_per_s_at_{rate}"],
-                },
+            m["page_req_per_s"] = max(
+                m[f"page_achieved_per_s_at_{r}"] for r in rates if f"page_p99_ms_at_{r}" in m
             )
-            m["page_goal_rate_met"] = 0
+            m["page_p99_ms"] = m[f"page_p99_ms_at_{rate}"]
         else:
-            m["page_goal_rate_met"] = 1
-        m["page_req_per_s"] = best[0]
-        m["page_p99_ms"] = best[1]["p99"]
+            m["page_req_per_s"] = best[0]
+            m["page_p99_ms"] = best[1]["p99"]
         ledger_rate = 5
         count = ledger_rate * (4 if self.quick else 20)
         items = [[i, ledger, city.chair.cookie, ""] for i in range(count)]
