@@ -147,6 +147,8 @@ http {{
   upstream sockets {{ server 127.0.0.1:{uvicorn}; }}
   server {{
     listen 127.0.0.1:{nginx} backlog=4096;
+    # A socket's request (and this first block of its pool) lives as long as the socket.
+    request_pool_size 1k;
     location /ws/ {{
       proxy_pass http://sockets;
       proxy_http_version 1.1;
@@ -158,6 +160,10 @@ http {{
       proxy_read_timeout 3600s;
       proxy_send_timeout 3600s;
       proxy_buffering off;
+      # An upgraded connection keeps two buffers of this size (one each way) for its whole
+      # life; the default page (4 KiB) is more than a live-update frame or the handshake
+      # needs, and longer frames simply pass in several reads.
+      proxy_buffer_size 1k;
     }}
     location / {{
       proxy_pass http://pages;
