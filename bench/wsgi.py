@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import os
 
-from django.core.wsgi import get_wsgi_application
-
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-_django = get_wsgi_application()
+from django.http import HttpRequest, HttpResponse
+from django.urls import get_resolver, path
 
-from django.http import HttpRequest, HttpResponse  # noqa: E402
-from django.urls import get_resolver, path  # noqa: E402
-
-from communities import ratelimit  # noqa: E402
+from communities import ratelimit
+from config.wsgi import application as _django
 
 _limit = os.environ.get("KAIRAN_BENCH_CONFIRM_LIMIT", "")
 if _limit:

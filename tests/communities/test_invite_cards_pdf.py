@@ -408,3 +408,21 @@ def test_a_missing_font_refuses_to_print(town: Town) -> None:
 def test_a_missing_font_fails_the_system_check() -> None:
     with pytest.raises(SystemCheckError, match=r"kairan\.E001"):
         call_command("check", stdout=io.StringIO(), stderr=io.StringIO())
+
+
+def test_printing_is_warmed_in_the_background(caplog: pytest.LogCaptureFixture) -> None:
+    """What the page servers do at start (config/wsgi.py): the font's tables are read and
+    a line laid out before the first helper prints, off the request's thread."""
+    print_pdf.print_font_face.cache_clear()
+    with caplog.at_level(logging.WARNING, logger="communities.pdf"):
+        thread = print_pdf.print_warm_in_background()
+        assert thread is not None and thread.name == "print-warm"
+        thread.join(timeout=60)
+    assert not thread.is_alive()
+    assert print_pdf.print_font_face.cache_info().currsize == 1
+    assert "warming the print font failed" not in caplog.text
+
+
+@pytest.mark.usefixtures("font_missing")
+def test_nothing_is_warmed_without_the_font() -> None:
+    assert print_pdf.print_warm_in_background() is None
