@@ -129,7 +129,9 @@ async def _hold(
             await asyncio.sleep(0.5)
 
 
-async def _sockets_job(job: dict[str, Any], ready: Any, stop_flag: Any, drop_flag: Any) -> dict:
+async def _sockets_job(
+    job: dict[str, Any], ready: Any, stop_flag: Any, drop_flag: Any, progress: Any
+) -> dict:
     stop = asyncio.Event()
     drop = asyncio.Event() if job.get("drop") else None
     record: list[tuple[Any, ...]] = []
@@ -170,6 +172,7 @@ async def _sockets_job(job: dict[str, Any], ready: Any, stop_flag: Any, drop_fla
         if drop is not None and not drop.is_set() and drop_flag.is_set():
             drop_at = time.time()
             drop.set()
+        progress.value = len(record)  # for Jobs.recorded(): has everything arrived?
         await asyncio.sleep(0.02)
     stop.set()
     _, pending = await asyncio.wait(tasks, timeout=10)
@@ -275,7 +278,9 @@ async def _closed_loop(job: dict[str, Any]) -> dict:
 # --- process plumbing -------------------------------------------------------------------
 
 
-def _entry(job: dict[str, Any], ready: Any, stop_flag: Any, drop_flag: Any, out: Any) -> None:
+def _entry(
+    job: dict[str, Any], ready: Any, stop_flag: Any, drop_flag: Any, out: Any, progress: Any
+) -> None:
     _raise_nofile()
     try:
         import uvloop
@@ -285,7 +290,7 @@ def _entry(job: dict[str, Any], ready: Any, stop_flag: Any, drop_flag: Any, out:
         pass
     try:
         if job["kind"] == "sockets":
-            result = asyncio.run(_sockets_job(job, ready, stop_flag, drop_flag))
+            result = asyncio.run(_sockets_job(job, ready, stop_flag, drop_flag, progress))
         elif job["kind"] == "open_loop":
             result = asyncio.run(_open_loop(job))
         elif job["kind"] == "closed_loop":
@@ -323,12 +328,15 @@ class Jobs:
         self.stop_flag = self.ctx.Event()
         self.drop_flag = self.ctx.Event()
         self.procs: list[Any] = []
+        self.progress: list[Any] = []
 
     def start(self, jobs: list[dict[str, Any]]) -> None:
         for job in jobs:
+            progress = self.ctx.Value("q", 0, lock=False)  # written by the job alone
+            self.progress.append(progress)
             proc = self.ctx.Process(
                 target=_entry,
-                args=(job, self.ready, self.stop_flag, self.drop_flag, self.out),
+                args=(job, self.ready, self.stop_flag, self.drop_flag, self.out, progress),
                 daemon=True,
             )
             proc.start()
@@ -343,6 +351,24 @@ class Jobs:
                 raise RuntimeError(f"client job {message[1]} failed: {message[2]}")
             got.append(message)
         return got
+
+    def recorded(self) -> int:
+        """Events the socket jobs have recorded so far (updated every 20 ms)."""
+        return sum(progress.value for progress in self.progress)
+
+    def wait_recorded(self, expected: int, *, quiet: float, limit: float) -> None:
+        """Until ``expected`` events are in, nothing came for ``quiet`` s, or ``limit`` s."""
+        deadline = time.time() + limit
+        last, last_change = -1, time.time()
+        while time.time() < deadline:
+            now = self.recorded()
+            if now >= expected:
+                return
+            if now != last:
+                last, last_change = now, time.time()
+            elif time.time() - last_change > quiet:
+                return
+            time.sleep(0.1)
 
     def finish(self, timeout: float = 300) -> dict[str, Any]:
         self.stop_flag.set()
