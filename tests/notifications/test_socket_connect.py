@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import channels.consumer
 import pytest
 import redis.asyncio
 from asgiref.sync import sync_to_async
@@ -96,6 +97,36 @@ def test_a_connect_is_one_trip_with_two_queries(layer: str, town: Town) -> None:
             assert await socket.receive_json_from(timeout=TIMEOUT) == {"type": f"t.{pk}"}
         assert await socket.receive_nothing(timeout=0.3)
         await socket.disconnect()
+
+    run(scenario)
+
+
+def test_forwarded_events_take_no_trip_to_a_thread(layer: str, town: Town) -> None:
+    # Channels closes stale database connections before each handler, through its sync
+    # thread; for events that touch no database the hop cost more than the forwarding
+    # (a fan-out to thousands of sockets paid it once per socket).
+    cookie = session_cookie(town.resident1)
+    hops: list[str] = []
+
+    async def recorded_close() -> None:
+        hops.append("close_old_connections")
+
+    async def scenario() -> None:
+        socket = communicator(cookie)
+        connected, _ = await socket.connect(timeout=TIMEOUT)
+        assert connected is True
+        assert await socket.receive_json_from(timeout=TIMEOUT) == {"type": "hello"}
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(channels.consumer, "aclose_old_connections", recorded_close)
+            for n in range(3):
+                await sync_to_async(send_now)(
+                    groups=[household_group(town.household1.pk)], event=Event(f"t.{n}")
+                )
+            for n in range(3):
+                assert await socket.receive_json_from(timeout=TIMEOUT) == {"type": f"t.{n}"}
+            assert hops == [], hops
+            await socket.disconnect()  # the socket's own messages still close them
+        assert hops
 
     run(scenario)
 
