@@ -191,14 +191,11 @@ class ForwardingConsumer(AsyncJsonWebsocketConsumer):
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels runs close_old_connections through the thread-sensitive sync thread
         # before every handler: a thread hop costing 0.1-0.2 ms of CPU per message, more
-        # than the rest of forwarding an event, and one thread for every socket of the
-        # process. The group events here (event.forward, session.close) touch no database,
-        # and connect's queries run through database_sync_to_async in the admission pool,
-        # which closes stale connections around each call; so only the socket's own
-        # messages (websocket.*) keep the hop.
-        if message.get("type", "").startswith("websocket."):
-            await super().dispatch(message)
-            return
+        # than the rest of forwarding an event, with every socket of the process queued on
+        # that one thread (a fan-out pays it once per socket, a reconnect storm once per
+        # connect and per disconnect). Nothing here uses that thread's connection: the
+        # only queries, connect's, run through database_sync_to_async in the admission
+        # pool, which closes stale connections around each call.
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
