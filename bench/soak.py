@@ -72,6 +72,7 @@ def results_write(
     if samples:
         first, last = samples[0], samples[-1]
         metrics["soak_steps"] = len(samples)
+        metrics["soak_wall_minutes"] = round(last["elapsed_s"] / 60, 1)
         # Growth of proportional memory (PSS): RSS summed over PostgreSQL's backends grows
         # as they touch its shared buffers, without the machine using more memory.
         for kind, prefix in (("pss", "soak_"), ("rss", "soak_rss_")):
@@ -88,9 +89,8 @@ def results_write(
         # Kairan's own processes and the services' fixed parts, without PostgreSQL, whose
         # share grows with the database the soak writes (its buffer cache takes up pages
         # of new receipts and circulars, bounded by shared_buffers): a leak shows here.
-        servers = [name for name in GROUPS if name != "postgres"]
-        before = sum(first[f"pss_kib_{name}"] for name in servers)
-        after = sum(last[f"pss_kib_{name}"] for name in servers)
+        before = first["pss_kib_total"] - first["pss_kib_postgres"]
+        after = last["pss_kib_total"] - last["pss_kib_postgres"]
         metrics["soak_servers_memory_growth_pct"] = round(100 * (after - before) / before, 2)
         metrics["soak_redis_keys_start"] = first["redis_keys"]
         metrics["soak_redis_keys_end"] = last["redis_keys"]
@@ -171,7 +171,7 @@ def main() -> None:
             metrics["soak_receipts_lost"] = lost
             metrics["soak_confirm_p99_ms_max"] = -1
             soak_started = time.monotonic()
-            minute = 0
+            steps = 0
             while time.monotonic() - soak_started < args.minutes * 60:
                 run.close_residents()  # churn: every resident socket closes …
                 run.ensure_residents()  # … and opens again
@@ -179,13 +179,12 @@ def main() -> None:
                 lost += step["lost"]
                 p99s.append(step["http_p99"])
                 values = sample(run)
-                minute += 1
-                values["minute"] = minute
+                steps += 1
+                values["minute"] = steps  # the step's number (the key older files use)
                 values["elapsed_s"] = round(time.monotonic() - soak_started, 1)
                 samples.append(values)
-                metrics["soak_wall_minutes"] = round(values["elapsed_s"] / 60, 1)
                 log(
-                    f"step {minute} ({values['elapsed_s'] / 60:.0f}/{args.minutes} min): "
+                    f"step {steps} ({values['elapsed_s'] / 60:.0f}/{args.minutes} min): "
                     f"p99 {step['http_p99']} ms, "
                     f"lost {step['lost']}, PSS {values['pss_kib_total'] / 1024:.0f} MiB, "
                     f"Redis keys {values['redis_keys']}, PG connections {values['pg_connections']}"
