@@ -32,7 +32,7 @@ from circulars.models import (
     Receipt,
     ReceiptMethod,
 )
-from circulars.selectors import circular_staff_block_ids
+from circulars.selectors import circular_receipts, circular_staff_block_ids
 from communities.models import Block, Household, Member
 from communities.selectors import Access
 from notifications.broadcast import Event, send_on_commit
@@ -496,7 +496,7 @@ def answers_rows(*, access: Access, circular: Circular) -> AnswerSheet:
     visibility), with totals over the same blocks. A constant number of queries."""
     visible = circular_staff_block_ids(access=access, circular=circular)
     questions = questions_for(circular=circular)
-    receipts = Receipt.objects.filter(circular=circular, household__isnull=False)
+    receipts = circular_receipts(circular).filter(household__isnull=False)
     answers = Answer.objects.filter(question__circular=circular)
     if visible is not None:
         receipts = receipts.filter(block_id__in=visible)

@@ -39,7 +39,12 @@ from circulars.models import (
     SafetyReport,
     SafetyStatus,
 )
-from circulars.selectors import circular_get_for_staff, circular_staff_block_ids, paper_annotation
+from circulars.selectors import (
+    circular_get_for_staff,
+    circular_receipts,
+    circular_staff_block_ids,
+    paper_annotation,
+)
 from communities.models import Block, Community, Household, Member
 from communities.selectors import Access
 from notifications.broadcast import Event, send_on_commit
@@ -311,7 +316,7 @@ class SafetyBoard:
 
 
 def safety_rows(*, circular: Circular, block_ids: frozenset[int] | None) -> list[Receipt]:
-    receipts = Receipt.objects.filter(circular=circular, household__isnull=False)
+    receipts = circular_receipts(circular).filter(household__isnull=False)
     if block_ids is not None:
         receipts = receipts.filter(block_id__in=block_ids)
     return list(

@@ -22,6 +22,7 @@ from django.db.models import (
     Prefetch,
     Q,
     QuerySet,
+    Subquery,
     Sum,
     Value,
     When,
@@ -263,10 +264,31 @@ def _count_aggregates() -> dict[str, Count | Sum]:
     }
 
 
-def ledger_counts(*, circular_id: int, block_ids: frozenset[int] | None = None) -> Counts:
-    receipts = Receipt.objects.filter(circular_id=circular_id)
+def circular_receipts(circular: Circular | int) -> QuerySet[Receipt]:
+    """A circular's receipts: where every query over a whole circular starts.
+
+    The filter on the blocks' community removes no row (a circular's blocks are its
+    community's) but tells PostgreSQL that few of the city's receipts come out. Without
+    it the planner expects thousands and answers ``paper_q`` and the other per-household
+    subqueries by hashing *every* member, user and household of the city: counting a
+    2,000-household circular took 210 ms in a city of 100,000 households, 9 ms with it,
+    whatever the city's size. ``circular`` may be an id (the community is then looked up
+    in the same query)."""
+    if isinstance(circular, Circular):
+        return Receipt.objects.filter(circular=circular, block__community_id=circular.community_id)
+    community = Circular.objects.filter(pk=circular).order_by().values("community_id")[:1]
+    return Receipt.objects.filter(circular_id=circular, block__community_id=Subquery(community))
+
+
+def _receipts_counted(circular_id: int, block_ids: frozenset[int] | None) -> QuerySet[Receipt]:
+    receipts = circular_receipts(circular_id)
     if block_ids is not None:
         receipts = receipts.filter(block_id__in=block_ids)
+    return receipts
+
+
+def ledger_counts(*, circular_id: int, block_ids: frozenset[int] | None = None) -> Counts:
+    receipts = _receipts_counted(circular_id, block_ids)
     return Counts.from_row(receipts.aggregate(**_count_aggregates()))
 
 
@@ -280,11 +302,9 @@ def _blocks_counted(
     circular_id: int, block_ids: frozenset[int] | None
 ) -> list[tuple[Block, Counts]]:
     """Each block of the circular (in its order) with its counts, in one query."""
-    receipts = Receipt.objects.filter(circular_id=circular_id)
-    if block_ids is not None:
-        receipts = receipts.filter(block_id__in=block_ids)
     rows = (
-        receipts.values("block_id", "block__name", "block__position", "block__community_id")
+        _receipts_counted(circular_id, block_ids)
+        .values("block_id", "block__name", "block__position", "block__community_id")
         .annotate(**_count_aggregates())
         .order_by("block__position", "block_id")
     )
@@ -354,7 +374,7 @@ def ledger_snapshot(
     from django.utils import timezone
 
     visible = circular_staff_block_ids(access=access, circular=circular)
-    receipts = Receipt.objects.filter(circular=circular)
+    receipts = circular_receipts(circular)
     if visible is not None:
         receipts = receipts.filter(block_id__in=visible)
     blocks_counted = _blocks_counted(circular.pk, visible)
@@ -449,6 +469,7 @@ def followup_receipts(*, access: Access, today: date | None = None) -> list[Rece
     receipts = (
         Receipt.objects.filter(
             circular__community=access.community,
+            block__community=access.community,  # no row less: see circular_receipts
             circular__status=CircularStatus.PUBLISHED,
             confirmed_at__isnull=True,
             household__isnull=False,

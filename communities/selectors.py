@@ -17,7 +17,16 @@ from typing import Any
 from allauth.mfa.models import Authenticator
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import connections
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.db.models import (
+    BooleanField,
+    Count,
+    ExpressionWrapper,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+)
+from django.db.models.functions import Coalesce
 from django.http import Http404, HttpRequest
 from django.utils import timezone
 
@@ -246,10 +255,19 @@ def _with_delivery(households: QuerySet[Household]) -> QuerySet[Household]:
     A household receives paper when its mode says so, or when no member has a working
     login, whatever its mode says.
     """
-    working_member = Member.objects.filter(household=OuterRef("pk"), user__is_active=True)
+    # One correlated count per household, looked up through the (household, user) index.
+    # Not a join of the members nor an EXISTS: PostgreSQL answered both by reading every
+    # member and user of the city (92 ms for a 2,000-household list among 100,000).
+    app_members = (
+        Member.objects.filter(household=OuterRef("pk"), user__is_active=True)
+        .order_by()
+        .values("household")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
     return households.annotate(
-        app_members=Count("members", filter=Q(members__user__is_active=True), distinct=True),
-        has_working_login=Exists(working_member),
+        app_members=Coalesce(Subquery(app_members), 0),
+        has_working_login=ExpressionWrapper(Q(app_members__gt=0), output_field=BooleanField()),
     )
 
 

@@ -15,15 +15,14 @@ twice plans nothing new; the scheduler hands due rows to the task worker.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import date, datetime, time, timedelta
 
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from circulars.models import Circular, CircularStatus, Priority, Receipt
-from circulars.selectors import paper_q
+from circulars.selectors import circular_receipts, paper_q
 from communities.models import Community
 from communities.selectors import members_with_working_email
 from notifications.models import Channel, Delivery, DeliveryStatus, PushSubscription
@@ -80,16 +79,15 @@ def _at_local(day: date, hour: int) -> datetime:
     return timezone.make_aware(datetime.combine(day, time(hour, 0)))
 
 
-def _digital_receipts(circular: Circular) -> Iterable[Receipt]:
+def _digital_receipts(circular: Circular) -> QuerySet[Receipt]:
     """Open receipts of households that are not on paper (the paper rule, one place) and
     can be reached: a push subscription or a working email address. The others get
     nothing planned, so they are not read (most of a 2,000-household publish, otherwise)."""
     has_push = PushSubscription.objects.filter(user__memberships__household=OuterRef("household"))
     has_email = members_with_working_email().filter(household=OuterRef("household"))
     return (
-        Receipt.objects.filter(
-            circular=circular, household__isnull=False, confirmed_at__isnull=True
-        )
+        circular_receipts(circular)
+        .filter(household__isnull=False, confirmed_at__isnull=True)
         .exclude(paper_q())
         .annotate(has_push=Exists(has_push), has_email=Exists(has_email))
         .filter(Q(has_push=True) | Q(has_email=True))
