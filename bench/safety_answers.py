@@ -126,10 +126,13 @@ async def client(job: dict[str, Any]) -> dict[str, Any]:
         async def watch(path: str, cookie: str) -> None:
             nonlocal connected
             # No receive timeouts: cancelling a receive can lose the frame being read.
+            # Pongs answered by aiohttp: with autoping off, uvicorn's first ping (20 s
+            # after the connect) came out of the loop below as a non-text message and
+            # ended the watch, so the last second of a 20-second run was "missed".
             async with session.ws_connect(
                 job["ws"] + path,
                 headers={"Cookie": cookie, "Origin": job["origin"]},
-                autoping=False,
+                autoping=True,
             ) as socket:
                 sockets.append(socket)
                 connected += 1
