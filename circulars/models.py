@@ -130,7 +130,10 @@ class Receipt(models.Model):
     explicit 「確認しました」 or a recorded paper/proxy sign-off.
     """
 
-    circular = models.ForeignKey(Circular, on_delete=models.CASCADE, related_name="receipts")
+    # No index of its own: receipt_one_per_household (circular, household) starts with it.
+    circular = models.ForeignKey(
+        Circular, on_delete=models.CASCADE, related_name="receipts", db_index=False
+    )
     # SET_NULL: a removed household's receipts stay as anonymous counts.
     household = models.ForeignKey(
         Household, on_delete=models.SET_NULL, null=True, related_name="receipts"
@@ -140,11 +143,18 @@ class Receipt(models.Model):
     opened_at = models.DateTimeField(null=True, blank=True)
     confirmed_at = models.DateTimeField(null=True, blank=True)
     method = models.CharField(max_length=12, choices=ReceiptMethod.choices, blank=True)
+    # Indexed only where set (Meta.indexes): a publish writes thousands of receipts with
+    # neither, and every index on the table is one more write per row.
     confirmed_by = models.ForeignKey(
-        Member, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        Member, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", db_index=False
     )
     recorded_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        db_index=False,
     )
     confirm_key = models.UUIDField(null=True, blank=True)
     version = models.PositiveIntegerField(default=0, db_default=0)
@@ -159,7 +169,20 @@ class Receipt(models.Model):
                 name="receipt_confirmed_has_method",
             ),
         ]
-        indexes = [models.Index(fields=["circular", "block", "confirmed_at"])]
+        indexes = [
+            models.Index(fields=["circular", "block", "confirmed_at"]),
+            # For SET_NULL when a member or a user goes.
+            models.Index(
+                fields=["confirmed_by"],
+                condition=Q(confirmed_by__isnull=False),
+                name="receipt_confirmed_by_set",
+            ),
+            models.Index(
+                fields=["recorded_by"],
+                condition=Q(recorded_by__isnull=False),
+                name="receipt_recorded_by_set",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.circular_id}/{self.household_id}"
