@@ -58,7 +58,7 @@ sys.path.insert(0, str(BENCH))
 sys.path.insert(1, str(BENCH.parent))
 
 from clients import Jobs  # noqa: E402
-from stack import ROOT, VENV, Stack, free_port, wait_port  # noqa: E402
+from stack import ROOT, VENV, Stack, free_port, machine_cpu_seconds, wait_port  # noqa: E402
 
 SCENARIOS = ["receipts", "overload", "fanout", "sockets", "pages", "print", "ceilings"]
 
@@ -178,6 +178,7 @@ class Run:
             schedule[(circular, resident.household_id)] = i
         processes = max(1, math.ceil(rate / 400))
         redis_before = self.redis_connections()
+        cpu_before, machine_before = self.stack.cpu(), machine_cpu_seconds()
         t0 = time.time() + 3.0
         runner = Jobs()
         runner.start(
@@ -201,6 +202,7 @@ class Run:
             runner.kill()
         send_end = t0 + count / rate
         self.drain(circulars)
+        cpu_after, machine_after = self.stack.cpu(), machine_cpu_seconds()
         redis_connections = self.redis_connections() - redis_before
         records = ledger.finish()
         ledger.kill()
@@ -240,6 +242,18 @@ class Run:
         statuses: dict[int, int] = {}
         for _, status, _, _ in results:
             statuses[status] = statuses.get(status, 0) + 1
+        # Where the machine's CPU went, per confirmation recorded: each server with its
+        # children (PostgreSQL with its backends), and the rest of the machine (the client
+        # processes, the sockets' clients, anything else running).
+        served = max(1, len(acked))
+        cpu_ms = {
+            name: round((cpu_after[name] - cpu_before.get(name, 0.0)) * 1000 / served, 2)
+            for name in cpu_after
+        }
+        cpu_ms["machine"] = round((machine_after - machine_before) * 1000 / served, 2)
+        cpu_ms["clients_and_other"] = round(
+            cpu_ms["machine"] - sum(v for k, v in cpu_ms.items() if k != "machine"), 2
+        )
         return {
             "offered": count,
             "acked": len(acked),
@@ -257,6 +271,7 @@ class Run:
             "answers_done_s": max(0.0, last_answer - send_end),
             "resync_s": round(resync, 2) if in_sync else -1.0,
             "redis_connections_per_confirm": round(redis_connections / max(1, count), 2),
+            "cpu_ms_per_confirm": cpu_ms,
         }
 
     def redis_connections(self) -> int:
@@ -325,6 +340,8 @@ class Run:
             m[f"ledger_events_missed_at_{r}"] = step["ledger_missed"]
             m[f"client_lag_p99_ms_at_{r}"] = step["lag_p99"]
             m[f"redis_connections_per_confirm_at_{r}"] = step["redis_connections_per_confirm"]
+            for name, value in step["cpu_ms_per_confirm"].items():
+                m[f"cpu_ms_per_confirm_at_{r}_{name}"] = value
             lost += step["lost"]
             log(f"  {step}")
             if step["errors"] == 0 and 0 <= step["http_p99"] <= 100:

@@ -123,6 +123,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_cpu_seconds() -> float:
+    """CPU time the whole machine has spent busy so far (every core; /proc/stat)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 NGINX_CONF = """
 daemon off;
 master_process on;
@@ -467,6 +474,10 @@ class Stack:
     def pss(self, *names: str) -> int:
         """Proportional memory of the named processes and their children, in KiB."""
         return sum(pss_kib(pid) for name in names for pid in self.pids(name))
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds used so far by each named server and its children."""
+        return {name: sum(cpu_seconds(pid) for pid in self.pids(name)) for name in self.procs}
 
     def settle(self, *, below: float = 0.15, quiet: float = 2.0, limit: float = 90.0) -> float:
         """Wait until the servers are idle (together under ``below`` of a core for ``quiet``
