@@ -7,14 +7,20 @@ a version. Groups follow visibility (see ``notifications.groups``).
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+import redis
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.formats import date_format
+from redis.exceptions import RedisError
 
 from circulars.models import Circular, Receipt
 from circulars.selectors import ledger_block_counts, ledger_counts, receipt_status
@@ -151,9 +157,9 @@ def _counts_coalesced() -> bool:
     )
 
 
-def _counts_send(circular_id: int, block_ids: frozenset[int]) -> None:
-    """The counts of the changed blocks and the circular's totals, counted now: two
-    aggregates for every change in the window, instead of two per change."""
+def _counts_send(circular_id: int, block_ids: frozenset[int] | None) -> None:
+    """The counts of the changed blocks (None: every block) and the circular's totals,
+    counted now: two aggregates for every change in the window, instead of two per change."""
     try:
         for block_id, counts in ledger_block_counts(
             circular_id=circular_id, block_ids=block_ids
@@ -175,25 +181,65 @@ def _counts_send(circular_id: int, block_ids: frozenset[int]) -> None:
         connection.close()  # this thread's own connection, back to the pool
 
 
-class _CountsCoalescer:
-    """Per process: changes of one circular within ``KAIRAN_LEDGER_COUNTS_SECONDS`` share
-    one count, sent from a timer thread once the window closes. A change marked after the
-    window closed opens the next one, so the last change is always counted."""
+# Shared windows (see _CountsCoalescer): atomic, so a change is either in the set the
+# window's owner takes, or opens the next window itself.
+# After a failure, the shared windows are not tried again for this long.
+RETRY_SECONDS = 2.0
+_MARK = """
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+"""
+_TAKE = """
+local blocks = redis.call('SMEMBERS', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[2])
+return blocks
+"""
 
-    def __init__(self) -> None:
+
+class _CountsCoalescer:
+    """Changes of one circular within ``KAIRAN_LEDGER_COUNTS_SECONDS`` share one count,
+    sent from a timer thread once the window closes. A change marked after the window
+    closed opens the next one, so the last change is always counted.
+
+    With Redis the window is shared by every page process: the first change opens it (and
+    counts it when it closes), the others only add their block. Per process, the four
+    workers of a busy server each recounted a busy circular four times a second, a fifth
+    of the CPU a confirmation cost. Without Redis, or while it fails, each process keeps
+    its own windows.
+    """
+
+    def __init__(self, redis_url: str | None = None) -> None:
         self._lock = threading.Lock()
         self._dirty: dict[int, set[int]] = {}
+        self._redis_url = redis_url
+        self._client: Any = None
+        self._client_pid = 0
+        self._down_until = 0.0
 
     def mark(self, circular_id: int, block_id: int) -> None:
+        client = self._shared()
+        if client is not None:
+            try:
+                opened = client.eval(_MARK, 2, *self._keys(circular_id), block_id, self._ttl_ms())
+            except RedisError:
+                logger.warning("shared counts window unavailable; counting in this process")
+                self._down()
+            else:
+                if opened:
+                    self._start(self._due_shared, circular_id)
+                return
         with self._lock:
             blocks = self._dirty.get(circular_id)
             if blocks is not None:
                 blocks.add(block_id)
                 return
             self._dirty[circular_id] = {block_id}
-        timer = threading.Timer(
-            settings.KAIRAN_LEDGER_COUNTS_SECONDS, self._due, args=(circular_id,)
-        )
+        self._start(self._due, circular_id)
+
+    def _start(self, due: Callable[[int], None], circular_id: int) -> None:
+        timer = threading.Timer(settings.KAIRAN_LEDGER_COUNTS_SECONDS, due, args=(circular_id,))
         timer.daemon = True
         timer.start()
 
@@ -201,6 +247,44 @@ class _CountsCoalescer:
         with self._lock:
             blocks = frozenset(self._dirty.pop(circular_id, ()))
         _counts_send(circular_id, blocks)
+
+    def _due_shared(self, circular_id: int) -> None:
+        client = self._shared()
+        try:
+            taken = client.eval(_TAKE, 2, *self._keys(circular_id)) if client else None
+        except RedisError:
+            self._down()
+            taken = None
+        if not taken:  # Redis failed, or lost the window's keys: count every block
+            _counts_send(circular_id, None)
+        else:
+            _counts_send(circular_id, frozenset(int(block) for block in taken))
+
+    def _shared(self) -> Any:
+        """This process's Redis client for the shared windows, or None."""
+        url = self._redis_url if self._redis_url is not None else settings.REDIS_URL
+        if not url or time.monotonic() < self._down_until:
+            return None
+        if self._client is None or self._client_pid != os.getpid():
+            self._client = redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
+            self._client_pid = os.getpid()
+        return self._client
+
+    def _down(self) -> None:
+        """Leave Redis alone for a while: a confirm must not wait on its time-out."""
+        self._down_until = time.monotonic() + RETRY_SECONDS
+
+    @staticmethod
+    def _keys(circular_id: int) -> tuple[str, str]:
+        layer: Any = settings.CHANNEL_LAYERS["default"]
+        prefix = layer.get("CONFIG", {}).get("prefix", "asgi")
+        return f"{prefix}:counts:{circular_id}:blocks", f"{prefix}:counts:{circular_id}:window"
+
+    @staticmethod
+    def _ttl_ms() -> int:
+        # Outlives the window many times over; only matters if its owner dies before
+        # closing it (the next change after that opens a fresh one).
+        return max(5000, int(settings.KAIRAN_LEDGER_COUNTS_SECONDS * 20_000))
 
 
 _coalescer = _CountsCoalescer()
