@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from circulars.models import Circular, Receipt
 from circulars.selectors import ledger_block_counts, ledger_counts, receipt_status
+from config.resilient_cache import RETRY_SECONDS
 from notifications.broadcast import Event, send_now, send_on_commit
 from notifications.groups import household_group, ledger_block_group, ledger_totals_group
 
@@ -183,8 +184,6 @@ def _counts_send(circular_id: int, block_ids: frozenset[int] | None) -> None:
 
 # Shared windows (see _CountsCoalescer): atomic, so a change is either in the set the
 # window's owner takes, or opens the next window itself.
-# After a failure, the shared windows are not tried again for this long.
-RETRY_SECONDS = 2.0
 _MARK = """
 redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -271,7 +270,8 @@ class _CountsCoalescer:
         return self._client
 
     def _down(self) -> None:
-        """Leave Redis alone for a while: a confirm must not wait on its time-out."""
+        """Leave Redis alone for a while, as the cache does: a confirm must not wait on its
+        time-out."""
         self._down_until = time.monotonic() + RETRY_SECONDS
 
     @staticmethod

@@ -47,11 +47,14 @@ def city(django_db_setup: None, django_db_blocker: Any) -> Iterator[City]:
             )
 
 
-def plan(queryset: QuerySet[Any]) -> str:
-    sql, params = queryset.query.sql_with_params()
+def explain(sql: str, params: Any = None) -> str:
     with connection.cursor() as cursor:
         cursor.execute("EXPLAIN " + sql, params)
         return "\n".join(row[0] for row in cursor.fetchall())
+
+
+def plan(queryset: QuerySet[Any]) -> str:
+    return explain(*queryset.query.sql_with_params())
 
 
 def plans_of(call: Callable[[], object]) -> list[str]:
@@ -60,13 +63,11 @@ def plans_of(call: Callable[[], object]) -> list[str]:
 
     with CaptureQueriesContext(connection) as queries:
         call()
-    plans = []
-    for query in queries.captured_queries:
-        if query["sql"].lstrip().upper().startswith("SELECT"):
-            with connection.cursor() as cursor:
-                cursor.execute("EXPLAIN " + query["sql"])
-                plans.append("\n".join(row[0] for row in cursor.fetchall()))
-    return plans
+    return [
+        explain(query["sql"])
+        for query in queries.captured_queries
+        if query["sql"].lstrip().upper().startswith("SELECT")
+    ]
 
 
 def chair_access(city: City) -> Access:
