@@ -152,6 +152,9 @@ http {{
   keepalive_requests 100000;
   upstream pages {{ server 127.0.0.1:{gunicorn}; }}
   upstream sockets {{ server 127.0.0.1:{uvicorn}; }}
+  # Page requests in flight (waiting for gunicorn or being served), counted together.
+  map "" $kairan_pages {{ default pages; }}
+  limit_conn_zone $kairan_pages zone=pages_in_flight:1m;
   server {{
     listen 127.0.0.1:{nginx} backlog=4096;
     # A socket's request (and this first block of its pool) lives as long as the socket.
@@ -180,10 +183,69 @@ http {{
       # When the request arrived: Django turns away what waited too long (load_shedding).
       proxy_set_header X-Request-Start "t=${{msec}}";
       proxy_read_timeout 60s;
+      # A flood must meet the clear 503 page, not a bare error: past this many page
+      # requests in flight nginx answers at once (Django's load shedding already turns
+      # away whatever waited more than 3 s, so a longer queue serves nobody and only uses
+      # up nginx's connections), and when gunicorn cannot be reached at all (502) the
+      # same page says so. A 504 (gunicorn took longer than the read timeout) keeps
+      # nginx's own page: the request may have been recorded after all.
+      limit_conn pages_in_flight {pages_in_flight};
+      limit_conn_status 503;
+      limit_conn_log_level warn;
+      error_page 502 503 =503 /.kairan/503.html;
+    }}
+    location = /.kairan/503.html {{
+      internal;
+      alias {errors}/503.html;
+      charset utf-8;
+      add_header Retry-After 60 always;
+      add_header Cache-Control no-store always;
+      add_header Content-Security-Policy "{csp}" always;
+      add_header X-Content-Type-Options nosniff always;
     }}
   }}
 }}
 """
+
+
+# The static page nginx answers with when it cannot hand a page request to gunicorn.
+PROXY_ERRORS = ROOT / "deploy" / "nginx"
+# Page requests nginx lets wait for gunicorn at once: about 3 s (the load-shedding
+# timeout) of the page rate the servers reach, so nothing that could still be served in
+# time is turned away, and far below nginx's connections and gunicorn's listen backlog.
+PAGES_IN_FLIGHT = 1024
+# The page has no script and its own style sheet inline.
+PROXY_PAGE_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
+def nginx_conf(
+    *,
+    tmp: Path,
+    gunicorn: int,
+    uvicorn: int,
+    nginx: int,
+    access_log: bool = False,
+    pages_in_flight: int = PAGES_IN_FLIGHT,
+) -> str:
+    return NGINX_CONF.format(
+        tmp=tmp,
+        gunicorn=gunicorn,
+        uvicorn=uvicorn,
+        nginx=nginx,
+        nofile=NOFILE,
+        conns=NOFILE - 1000,  # per worker; a proxied socket takes two
+        access_log=(
+            f"access_log {tmp}/nginx-access.log timing buffer=256k flush=1s;"
+            if access_log
+            else "access_log off;"
+        ),
+        pages_in_flight=pages_in_flight,
+        errors=PROXY_ERRORS,
+        csp=PROXY_PAGE_CSP,
+    )
 
 
 class Stack:
@@ -411,17 +473,14 @@ class Stack:
         )
         conf = self.tmp / "nginx.conf"
         conf.write_text(
-            NGINX_CONF.format(
+            nginx_conf(
                 tmp=self.tmp,
                 gunicorn=self.gunicorn_port,
                 uvicorn=self.uvicorn_port,
                 nginx=self.nginx_port,
-                nofile=NOFILE,
-                conns=NOFILE - 1000,  # per worker; a proxied socket takes two
-                access_log=(
-                    f"access_log {self.tmp}/nginx-access.log timing buffer=256k flush=1s;"
-                    if self.access_log
-                    else "access_log off;"
+                access_log=self.access_log,
+                pages_in_flight=int(
+                    os.environ.get("KAIRAN_BENCH_PAGES_IN_FLIGHT", PAGES_IN_FLIGHT)
                 ),
             )
         )
