@@ -336,6 +336,10 @@ class Run:
             m[f"receipt_p50_ms_at_{r}"] = step["ledger_p50"]
             m[f"receipt_p99_ms_at_{r}"] = step["ledger_p99"]
             m[f"confirm_errors_at_{r}"] = step["errors"]
+            # How the refused were answered: 503 (the busy page, from nginx or Django), 502
+            # (nginx could not hand it on), 0 (no answer at all: refused or timed out).
+            for status in (503, 502, 0):
+                m[f"confirm_status_{status}_at_{r}"] = step["statuses"].get(status, 0)
             m[f"confirm_achieved_per_s_at_{r}"] = round(step["achieved"], 1)
             m[f"ledger_events_missed_at_{r}"] = step["ledger_missed"]
             m[f"client_lag_p99_ms_at_{r}"] = step["lag_p99"]
@@ -347,8 +351,10 @@ class Run:
             if step["errors"] == 0 and 0 <= step["http_p99"] <= 100:
                 knee = max(knee, rate)
         m["receipts_lost"] = lost
+        # The highest rate served without errors at p99 <= 100 ms; 0 when none was (the
+        # overload scenario then starts from the lowest rate tried).
+        m["receipt_knee_per_s"] = knee
         self.knee = knee or min(rates)
-        m["receipt_knee_per_s"] = self.knee
 
     def scenario_overload(self) -> None:
         self.ensure_residents()
