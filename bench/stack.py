@@ -130,7 +130,10 @@ def machine_cpu_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-NGINX_CONF = """
+# The proxy itself is the shipped deploy/nginx/kairan.conf; the benchmark (and
+# tests/test_proxy_errors.py) wrap it in a main configuration of their own (a private
+# prefix, the sandbox's file limits) and put in their own ports and paths.
+NGINX_MAIN = """
 daemon off;
 master_process on;
 worker_processes 2;
@@ -148,77 +151,33 @@ http {{
   fastcgi_temp_path {tmp}/nginx-fastcgi;
   uwsgi_temp_path {tmp}/nginx-uwsgi;
   scgi_temp_path {tmp}/nginx-scgi;
-  client_max_body_size 25m;
-  keepalive_requests 100000;
-  upstream pages {{ server 127.0.0.1:{gunicorn}; }}
-  upstream sockets {{ server 127.0.0.1:{uvicorn}; }}
-  # Page requests in flight (waiting for gunicorn or being served), counted together.
-  map "" $kairan_pages {{ default pages; }}
-  limit_conn_zone $kairan_pages zone=pages_in_flight:1m;
-  server {{
-    listen 127.0.0.1:{nginx} backlog=4096;
-    # A socket's request (and this first block of its pool) lives as long as the socket.
-    request_pool_size 1k;
-    location /ws/ {{
-      proxy_pass http://sockets;
-      proxy_http_version 1.1;
-      proxy_set_header Upgrade $http_upgrade;
-      proxy_set_header Connection "upgrade";
-      proxy_set_header Host $http_host;
-      proxy_set_header X-Forwarded-For $remote_addr;
-      proxy_set_header X-Forwarded-Proto https;
-      proxy_read_timeout 3600s;
-      proxy_send_timeout 3600s;
-      proxy_buffering off;
-      # An upgraded connection keeps two buffers of this size (one each way) for its whole
-      # life; the default page (4 KiB) is more than a live-update frame or the handshake
-      # needs, and longer frames simply pass in several reads.
-      proxy_buffer_size 1k;
-    }}
-    location / {{
-      proxy_pass http://pages;
-      proxy_set_header Host $http_host;
-      proxy_set_header X-Forwarded-For $remote_addr;
-      proxy_set_header X-Forwarded-Proto https;
-      # When the request arrived: Django turns away what waited too long (load_shedding).
-      proxy_set_header X-Request-Start "t=${{msec}}";
-      proxy_read_timeout 60s;
-      # A flood must meet the clear 503 page, not a bare error: past this many page
-      # requests in flight nginx answers at once (Django's load shedding already turns
-      # away whatever waited more than 3 s, so a longer queue serves nobody and only uses
-      # up nginx's connections), and when gunicorn cannot be reached at all (502) the
-      # same page says so. A 504 (gunicorn took longer than the read timeout) keeps
-      # nginx's own page: the request may have been recorded after all.
-      limit_conn pages_in_flight {pages_in_flight};
-      limit_conn_status 503;
-      limit_conn_log_level warn;
-      error_page 502 503 =503 /.kairan/503.html;
-    }}
-    location = /.kairan/503.html {{
-      internal;
-      alias {errors}/503.html;
-      charset utf-8;
-      add_header Retry-After 60 always;
-      add_header Cache-Control no-store always;
-      add_header Content-Security-Policy "{csp}" always;
-      add_header X-Content-Type-Options nosniff always;
-    }}
-  }}
+{site}
 }}
 """
-
-
-# The static page nginx answers with when it cannot hand a page request to gunicorn.
-PROXY_ERRORS = ROOT / "deploy" / "nginx"
-# Page requests nginx lets wait for gunicorn at once: about 3 s (the load-shedding
-# timeout) of the page rate the servers reach, so nothing that could still be served in
-# time is turned away, and far below nginx's connections and gunicorn's listen backlog.
+PROXY = ROOT / "deploy" / "nginx"
+SITE = PROXY / "kairan.conf"
+# Page requests nginx lets wait for gunicorn at once (see the site file).
 PAGES_IN_FLIGHT = 1024
-# The page has no script and its own style sheet inline.
-PROXY_PAGE_CSP = (
-    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
-    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-)
+
+
+def _put(text: str, old: str, new: str) -> str:
+    """Replace the one occurrence of ``old``: if the site file changed shape, say so."""
+    if text.count(old) != 1:
+        raise RuntimeError(f"{SITE} should contain {old!r} exactly once")
+    return text.replace(old, new)
+
+
+def site_conf(*, gunicorn: int, uvicorn: int, nginx: int, pages_in_flight: int) -> str:
+    site = SITE.read_text()
+    site = _put(site, "server 127.0.0.1:8001;", f"server 127.0.0.1:{gunicorn};")
+    site = _put(site, "server 127.0.0.1:8002;", f"server 127.0.0.1:{uvicorn};")
+    site = _put(site, "listen 127.0.0.1:8080 ", f"listen 127.0.0.1:{nginx} ")
+    site = _put(site, "alias /srv/kairan/deploy/nginx/", f"alias {PROXY}/")
+    return _put(
+        site,
+        "limit_conn kairan_pages_in_flight 1024;",
+        f"limit_conn kairan_pages_in_flight {pages_in_flight};",
+    )
 
 
 def nginx_conf(
@@ -230,11 +189,8 @@ def nginx_conf(
     access_log: bool = False,
     pages_in_flight: int = PAGES_IN_FLIGHT,
 ) -> str:
-    return NGINX_CONF.format(
+    return NGINX_MAIN.format(
         tmp=tmp,
-        gunicorn=gunicorn,
-        uvicorn=uvicorn,
-        nginx=nginx,
         nofile=NOFILE,
         conns=NOFILE - 1000,  # per worker; a proxied socket takes two
         access_log=(
@@ -242,9 +198,9 @@ def nginx_conf(
             if access_log
             else "access_log off;"
         ),
-        pages_in_flight=pages_in_flight,
-        errors=PROXY_ERRORS,
-        csp=PROXY_PAGE_CSP,
+        site=site_conf(
+            gunicorn=gunicorn, uvicorn=uvicorn, nginx=nginx, pages_in_flight=pages_in_flight
+        ),
     )
 
 

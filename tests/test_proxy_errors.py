@@ -1,6 +1,6 @@
-"""The production nginx configuration (``bench/stack.py``) under a flood and without its
-page servers: Debian's real nginx, run from the same configuration the benchmark uses,
-in front of a small upstream that holds requests for as long as a test wants.
+"""The shipped nginx configuration (``deploy/nginx/kairan.conf``) under a flood and without
+its page servers: Debian's real nginx, run with that file as the benchmark runs it, in
+front of a small upstream that holds requests for as long as a test wants.
 
 A flood must meet the clear 503 page (Japanese first, ``Retry-After``), never a bare 502:
 past ``pages_in_flight`` requests nginx answers at once, and when gunicorn cannot be
@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from bench.stack import PROXY_ERRORS, ensure_nginx, free_port, nginx_conf, wait_port
+from bench.stack import PROXY, ensure_nginx, free_port, nginx_conf, wait_port
 from tests.conftest import service_unavailable
 
-PAGE = (PROXY_ERRORS / "503.html").read_text(encoding="utf-8")
+PAGE = (PROXY / "503.html").read_text(encoding="utf-8")
 
 
 @dataclass
