@@ -149,17 +149,21 @@ def questions_edit(request: HttpRequest, access: Access, circular_id: int) -> Ht
     return redirect("circulars:draft", slug=access.community.slug, circular_id=circular.pk)
 
 
-def _sheet(access: Access, circular_id: int) -> questions.AnswerSheet:
+def _sheet(
+    access: Access, circular_id: int, *, block_id: int | None = None, fold: bool = False
+) -> questions.AnswerSheet:
     circular = selectors.circular_get_for_staff(access=access, circular_id=circular_id)
     if circular.status != CircularStatus.PUBLISHED:
         raise Http404
-    return questions.answers_rows(access=access, circular=circular)
+    return questions.answers_rows(access=access, circular=circular, block_id=block_id, fold=fold)
 
 
 @community_view(staff=True, roster=True)
 def answers_summary(request: HttpRequest, access: Access, circular_id: int) -> HttpResponse:
-    """Totals and each household's answers, for the blocks the user may see; live."""
-    sheet = _sheet(access, circular_id)
+    """Totals and each household's answers, for the blocks the user may see; live. A large
+    association shows each block's counts, and one block's answers at a time."""
+    block_id = int_param(request.GET.get("block", ""))
+    sheet = _sheet(access, circular_id, block_id=block_id, fold=True)
     template = "circulars/answers.html"
     if request.headers.get("HX-Request"):
         template += "#answers-body"

@@ -15,7 +15,7 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F, Max
+from django.db.models import Count, Exists, F, Max, OuterRef, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -32,9 +32,14 @@ from circulars.models import (
     Receipt,
     ReceiptMethod,
 )
-from circulars.selectors import circular_receipts, circular_staff_block_ids
+from circulars.selectors import (
+    block_of,
+    circular_receipts,
+    circular_staff_block_ids,
+    receipts_by_block,
+)
 from communities.models import Block, Household, Member
-from communities.selectors import Access
+from communities.selectors import Access, rows_folded
 from notifications.broadcast import Event, send_on_commit
 from notifications.groups import ledger_block_group, ledger_totals_group
 
@@ -431,11 +436,15 @@ class QuestionTotals:
 
 
 def answers_totals(
-    *, circular: Circular, block_ids: frozenset[int] | None = None
+    *,
+    circular: Circular,
+    block_ids: frozenset[int] | None = None,
+    asked: list[Question] | None = None,
 ) -> list[QuestionTotals]:
     """Per question: households answered, counts per choice, attendance households and
-    people, and the number of text answers. Two queries whatever the size."""
-    questions = questions_for(circular=circular)
+    people, and the number of text answers. Two queries whatever the size (one when the
+    caller passes the questions it has already read as ``asked``)."""
+    questions = questions_for(circular=circular) if asked is None else asked
     answers = Answer.objects.filter(question__circular=circular)
     if block_ids is not None:
         answers = answers.filter(receipt__block_id__in=block_ids)
@@ -481,6 +490,15 @@ class AnswerRow:
 
 
 @dataclass
+class BlockAnswers:
+    """One block's line on the answer list: households answered of households."""
+
+    block: Block
+    households: int
+    answered: int
+
+
+@dataclass
 class AnswerSheet:
     circular: Circular
     questions: list[Question]
@@ -489,18 +507,33 @@ class AnswerSheet:
     households: int
     answered: int
     all_blocks_visible: bool
+    blocks: list[BlockAnswers] = field(default_factory=list)
+    filter_block: int | None = None
+    # Large associations: rows only for one chosen block (block totals for all).
+    rows_folded: bool = False
+
+    @property
+    def chosen(self) -> BlockAnswers | None:
+        """The block whose rows are shown, when one was chosen and may be seen."""
+        return next((item for item in self.blocks if item.block.pk == self.filter_block), None)
 
 
-def answers_rows(*, access: Access, circular: Circular) -> AnswerSheet:
-    """Every household's answers in the blocks the staff member may see (the ledger's
-    visibility), with totals over the same blocks. A constant number of queries."""
-    visible = circular_staff_block_ids(access=access, circular=circular)
-    questions = questions_for(circular=circular)
-    receipts = circular_receipts(circular).filter(household__isnull=False)
-    answers = Answer.objects.filter(question__circular=circular)
-    if visible is not None:
-        receipts = receipts.filter(block_id__in=visible)
-        answers = answers.filter(receipt__block_id__in=visible)
+def _blocks_answered(receipts: QuerySet[Receipt]) -> list[BlockAnswers]:
+    """Each block of these receipts (in its order) with households and answered, one query."""
+    answered = Exists(Answer.objects.filter(receipt=OuterRef("pk")))
+    rows = receipts_by_block(receipts).annotate(
+        households=Count("pk"), answered=Count("pk", filter=Q(answered))
+    )
+    return [
+        BlockAnswers(block=block_of(row), households=row["households"], answered=row["answered"])
+        for row in rows
+    ]
+
+
+def _answer_rows(
+    receipts: QuerySet[Receipt], answers: QuerySet[Answer], questions: list[Question]
+) -> list[AnswerRow]:
+    """One row per receipt, in block and circulation order, with its answers. Two queries."""
     by_receipt: dict[int, dict[int, Answer]] = {}
     for answer in answers.order_by():
         by_receipt.setdefault(answer.receipt_id, {})[answer.question_id] = answer
@@ -524,15 +557,44 @@ def answers_rows(*, access: Access, circular: Circular) -> AnswerSheet:
                 method=methods.pop() if len(methods) == 1 else "",
             )
         )
-    totals = answers_totals(circular=circular, block_ids=visible)
+    return rows
+
+
+def answers_rows(
+    *, access: Access, circular: Circular, block_id: int | None = None, fold: bool = False
+) -> AnswerSheet:
+    """Every household's answers in the blocks the staff member may see (the ledger's
+    visibility), with totals over the same blocks. A constant number of queries.
+
+    ``block_id``: the rows of that block only (totals stay those of every visible block).
+    ``fold``: for the page, not the CSV: a large association without a chosen block gets
+    each block's counts instead of the rows, as the ledger does."""
+    visible = circular_staff_block_ids(access=access, circular=circular)
+    questions = questions_for(circular=circular)
+    receipts = circular_receipts(circular).filter(household__isnull=False)
+    answers = Answer.objects.filter(question__circular=circular)
+    if visible is not None:
+        receipts = receipts.filter(block_id__in=visible)
+        answers = answers.filter(receipt__block_id__in=visible)
+    blocks = _blocks_answered(receipts)
+    households = sum(item.households for item in blocks)
+    folded = fold and rows_folded(total=households, block_id=block_id)
+    if block_id is not None:
+        receipts = receipts.filter(block_id=block_id)
+        answers = answers.filter(receipt__block_id=block_id)
+    rows = [] if folded else _answer_rows(receipts, answers, questions)
+    totals = answers_totals(circular=circular, block_ids=visible, asked=questions)
     return AnswerSheet(
         circular=circular,
         questions=questions,
         totals=totals,
         rows=rows,
-        households=len(rows),
-        answered=sum(1 for row in rows if row.answered),
+        households=households,
+        answered=sum(item.answered for item in blocks),
         all_blocks_visible=visible is None,
+        blocks=blocks,
+        filter_block=block_id,
+        rows_folded=folded,
     )
 
 

@@ -40,7 +40,7 @@ from circulars.models import (
 )
 from circulars.search import search_normalise
 from communities.models import Block, DeliveryMode, Member
-from communities.selectors import Access, block_get_visible
+from communities.selectors import Access, block_get_visible, rows_folded
 
 
 def _is_author(access: Access, circular: Circular) -> bool:
@@ -298,28 +298,32 @@ def ledger_block_counts(
     return {block.pk: counts for block, counts in _blocks_counted(circular_id, block_ids)}
 
 
+def receipts_by_block(receipts: QuerySet[Receipt]) -> QuerySet[Receipt, Mapping[str, Any]]:
+    """Receipts grouped by block, in the blocks' order, for ``.annotate(<counts>)``; each
+    row names its block for ``block_of``."""
+    return receipts.values(
+        "block_id", "block__name", "block__position", "block__community_id"
+    ).order_by("block__position", "block_id")
+
+
+def block_of(row: Mapping[str, Any]) -> Block:
+    """The block of a ``receipts_by_block`` row, without reading it again."""
+    return Block(
+        pk=row["block_id"],
+        name=row["block__name"],
+        position=row["block__position"],
+        community_id=row["block__community_id"],
+    )
+
+
 def _blocks_counted(
     circular_id: int, block_ids: frozenset[int] | None
 ) -> list[tuple[Block, Counts]]:
     """Each block of the circular (in its order) with its counts, in one query."""
-    rows = (
-        _receipts_counted(circular_id, block_ids)
-        .values("block_id", "block__name", "block__position", "block__community_id")
-        .annotate(**_count_aggregates())
-        .order_by("block__position", "block_id")
+    rows = receipts_by_block(_receipts_counted(circular_id, block_ids)).annotate(
+        **_count_aggregates()
     )
-    return [
-        (
-            Block(
-                pk=row["block_id"],
-                name=row["block__name"],
-                position=row["block__position"],
-                community_id=row["block__community_id"],
-            ),
-            Counts.from_row(row),
-        )
-        for row in rows
-    ]
+    return [(block_of(row), Counts.from_row(row)) for row in rows]
 
 
 STATUS_CONFIRMED = "confirmed"
@@ -355,11 +359,6 @@ class Ledger:
     generated_at: datetime | None = None
     # Large associations: rows only for one chosen block (block totals for all).
     rows_folded: bool = False
-
-
-# Above this many households the ledger shows every block's totals and the rows of one
-# block at a time: 2,000 rows were a 5 MB page that took seconds to render and to scroll.
-LEDGER_ROWS_MAX = 300
 
 
 def ledger_snapshot(
@@ -398,7 +397,8 @@ def ledger_snapshot(
     by_block = {
         block.pk: LedgerBlock(block=block, counts=counts) for block, counts in blocks_counted
     }
-    folded = block_id is None and totals.total > LEDGER_ROWS_MAX
+    # The ledger was the first: 2,000 rows were a 5 MB page that took seconds to render.
+    folded = rows_folded(total=totals.total, block_id=block_id)
     for row in () if folded else rows:
         if row.block_id in by_block:
             by_block[row.block_id].rows.append(row)

@@ -300,6 +300,84 @@ def households_visible(*, access: Access, block_id: int | None = None) -> QueryS
     )
 
 
+# Above this many households a page that lists every household of the association (the
+# delivery ledger, the household list, the answers) shows each block's totals, and the rows
+# of one block at a time: 2,000 rows were pages of 0.7 to 5 MB that took a quarter of a
+# second to seconds to render, and longer to scroll on an old phone.
+PAGE_ROWS_MAX = 300
+
+
+def rows_folded(*, total: int, block_id: int | None) -> bool:
+    """Whether a whole-association page shows per-block totals instead of every row.
+
+    ``PAGE_ROWS_MAX`` is read here, at call time (tests lower it)."""
+    return block_id is None and total > PAGE_ROWS_MAX
+
+
+@dataclass
+class BlockHouseholds:
+    """One block's line on the household list: how many, on paper, with a phone."""
+
+    block: Block
+    households: int
+    on_paper: int = 0
+    with_app: int = 0
+
+
+@dataclass
+class HouseholdList:
+    """The household list: every visible block, and the rows of the chosen block or of all
+    of them (none when folded: a large association shows the blocks' totals instead)."""
+
+    blocks: list[BlockHouseholds]
+    households: QuerySet[Household] | list[Household]
+    total: int
+    filter_block: int | None
+    rows_folded: bool
+
+
+def household_list_get(*, access: Access, block_id: int | None = None) -> HouseholdList:
+    """The household list as the user may see it. Small associations: the rows, and no
+    query more than the rows. Large ones without a chosen block: each block's counts, in
+    one query, instead of the rows."""
+    summaries = {
+        block.pk: BlockHouseholds(block, block.household_count)  # type: ignore[attr-defined]
+        for block in blocks_visible(access=access)
+    }
+    total = sum(summary.households for summary in summaries.values())
+    folded = rows_folded(total=total, block_id=block_id)
+    if folded:
+        counted = (
+            households_visible(access=access)
+            .order_by()
+            .values("block_id")
+            .annotate(
+                on_paper=Count("pk", filter=_on_paper_q()),
+                with_app=Count("pk", filter=Q(app_members__gt=0)),
+            )
+        )
+        for row in counted:
+            summary = summaries.get(row["block_id"])
+            if summary is not None:  # None: a block added since it was read above
+                summary.on_paper, summary.with_app = row["on_paper"], row["with_app"]
+    return HouseholdList(
+        blocks=list(summaries.values()),
+        households=[] if folded else households_visible(access=access, block_id=block_id),
+        total=total,
+        filter_block=block_id,
+        rows_folded=folded,
+    )
+
+
+def _on_paper_q() -> Q:
+    """``household_on_paper`` over households annotated by ``_with_delivery``."""
+    return (
+        Q(delivery_mode__in=[DeliveryMode.PAPER, DeliveryMode.BOTH])
+        | Q(dead_contact_since__isnull=False)
+        | Q(app_members=0)
+    )
+
+
 def household_get_visible(*, access: Access, household_id: int) -> Household:
     household = households_visible(access=access).filter(pk=household_id).first()
     if household is None:

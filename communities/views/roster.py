@@ -21,6 +21,7 @@ from communities.selectors import (
     block_get_visible,
     blocks_visible,
     household_get_visible,
+    household_list_get,
     households_visible,
 )
 
@@ -160,18 +161,15 @@ def household_invite_card(request: HttpRequest, access: Access, household_id: in
 
 @community_view(staff=True, roster=True)
 def household_list(request: HttpRequest, access: Access) -> HttpResponse:
-    households = households_visible(access=access)
-    block_id = request.GET.get("block", "")
-    if int_param(block_id) is not None:
-        households = households.filter(block_id=int(block_id))
+    listing = household_list_get(access=access, block_id=int_param(request.GET.get("block", "")))
     return render(
         request,
         "communities/household_list.html",
         {
             "access": access,
-            "households": households,
-            "blocks": blocks_visible(access=access),
-            "selected_block": int_param(block_id),
+            "listing": listing,
+            "households": listing.households,
+            "selected_block": listing.filter_block,
         },
     )
 

@@ -238,21 +238,27 @@ def test_csv_export_with_bom_and_neutralised_formulas(
     assert cells[1][2] == '\'=HYPERLINK("http://evil")'
 
 
+def answered_households(town: Town, circular: Circular, *asked: Question, to: int) -> None:
+    """New households of block 1 answer ``asked`` (a choice, an attendance) until the
+    circular has ``to`` receipts."""
+    single, attendance = asked
+    for n in range(Receipt.objects.filter(circular=circular).count(), to):
+        household = HouseholdFactory.create(block=town.block1, label=f"世帯{n}")
+        questions.answers_submit(
+            circular=circular,
+            household=household,
+            values={single.pk: "0", attendance.pk: {"attending": "no"}},
+            member=None,
+            recorded_by=town.chair,
+            method=ReceiptMethod.PROXY_VISIT,
+        )
+
+
 def test_summary_query_count_is_constant(town: Town) -> None:
     circular, single, attendance = published(town)
 
     def grow(to: int) -> int:
-        current = Receipt.objects.filter(circular=circular).count()
-        for n in range(current, to):
-            household = HouseholdFactory.create(block=town.block1, label=f"世帯{n}")
-            questions.answers_submit(
-                circular=circular,
-                household=household,
-                values={single.pk: "0", attendance.pk: {"attending": "no"}},
-                member=None,
-                recorded_by=town.chair,
-                method=ReceiptMethod.PROXY_VISIT,
-            )
+        answered_households(town, circular, single, attendance, to=to)
         client = client_for(town.chair)
         with CaptureQueriesContext(connection) as queries:
             assert client.get(url(town, "answers_summary", circular.pk)).status_code == 200
@@ -267,3 +273,110 @@ def test_preview_shows_the_questions_without_a_live_button(town: Town) -> None:
     html = client_for(town.chair).get(url(town, "preview", circular.pk)).content.decode()
     assert f'name="q{question.pk}-attending"' in html
     assert 'class="button button-confirm button-block" aria-disabled="true"' in html
+
+
+# --- A large association's answers fold by block, as its ledger does ----------------------
+
+
+def test_summary_of_a_large_association_shows_blocks_not_rows(
+    town: Town, answered: tuple[Circular, Question, Question], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    circular, _single, _attendance = answered
+    HouseholdFactory.create(block=town.block2, label="佐藤")  # joined after: no receipt
+    summary = url(town, "answers_summary", circular.pk)
+    monkeypatch.setattr("communities.selectors.PAGE_ROWS_MAX", 1)
+    chair = client_for(town.chair)
+    response = chair.get(summary)
+    sheet = response.context["sheet"]
+    assert sheet.rows_folded
+    assert sheet.rows == []
+    assert (sheet.answered, sheet.households) == (2, 2)
+    assert [(b.block.name, b.answered, b.households) for b in sheet.blocks] == [
+        ("1班", 1, 1),
+        ("2班", 1, 1),
+    ]
+    assert (sheet.totals[1].attending, sheet.totals[1].people) == (2, 5)  # whole association
+    page = response.content.decode()
+    assert "山田" not in page and "田中" not in page
+    assert page.count(f'href="?block={town.block2.pk}"') == 1
+    partial = chair.get(summary, headers={"HX-Request": "true"}).content.decode()
+    assert partial.lstrip().startswith('<div id="answers-body"')
+    assert f'href="?block={town.block1.pk}"' in partial
+
+    # One block: its rows, totals still of every block, and the live refresh keeps the block.
+    one = chair.get(f"{summary}?block={town.block2.pk}")
+    assert [row.receipt.household.label for row in one.context["sheet"].rows] == ["田中"]
+    assert one.context["sheet"].totals[1].people == 5
+    assert f'hx-get="{summary}?block={town.block2.pk}"' in one.content.decode()
+
+    # The CSV is not a page: every household, whatever the size.
+    rows = list(
+        csv.reader(
+            io.StringIO(
+                chair.get(url(town, "answers_csv", circular.pk)).content.decode("utf-8-sig")
+            )
+        )
+    )
+    assert [row[1] for row in rows[1:]] == ["山田", "田中"]
+
+
+def test_summary_folds_a_block_leader_to_their_own_blocks(
+    town: Town, answered: tuple[Circular, Question, Question], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    circular, _single, _attendance = answered
+    summary = url(town, "answers_summary", circular.pk)
+    leader = client_for(town.leader1)
+    monkeypatch.setattr("communities.selectors.PAGE_ROWS_MAX", 1)
+    # One household in their block: not more than the limit, so the rows as today.
+    sheet = leader.get(summary).context["sheet"]
+    assert not sheet.rows_folded
+    assert [row.receipt.household.label for row in sheet.rows] == ["山田"]
+
+    monkeypatch.setattr("communities.selectors.PAGE_ROWS_MAX", 0)
+    response = leader.get(summary)
+    sheet = response.context["sheet"]
+    assert sheet.rows_folded
+    assert [(b.block.pk, b.households) for b in sheet.blocks] == [(town.block1.pk, 1)]
+    assert (sheet.answered, sheet.households, sheet.totals[1].people) == (1, 1, 3)
+    assert f"?block={town.block2.pk}" not in response.content.decode()
+    other = leader.get(f"{summary}?block={town.block2.pk}").context["sheet"]
+    assert other.rows == []
+    assert other.chosen is None
+
+
+def test_summary_of_a_small_association_is_unchanged(
+    town: Town, answered: tuple[Circular, Question, Question]
+) -> None:
+    circular, _single, _attendance = answered
+    response = client_for(town.chair).get(url(town, "answers_summary", circular.pk))
+    sheet = response.context["sheet"]
+    assert not sheet.rows_folded
+    assert [row.receipt.household.label for row in sheet.rows] == ["山田", "田中"]
+    page = response.content.decode()
+    assert "block-summary" not in page
+    assert "?block=" not in page
+
+
+def test_folded_summary_query_count_is_constant(
+    town: Town, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    circular, single, attendance = published(town)
+    client = client_for(town.chair)
+    summary = url(town, "answers_summary", circular.pk)
+
+    def count(query: str = "") -> int:
+        client.get(summary + query)  # warm the session
+        with CaptureQueriesContext(connection) as queries:
+            assert client.get(summary + query).status_code == 200
+        return len(queries)
+
+    answered_households(town, circular, single, attendance, to=6)
+    unfolded = count()
+    monkeypatch.setattr("communities.selectors.PAGE_ROWS_MAX", 5)
+    folded = count()
+    answered_households(town, circular, single, attendance, to=30)
+    assert count() == folded
+    block_view = count(f"?block={town.block1.pk}")
+    # Folded: the blocks' counts instead of the rows (two queries: receipts and answers).
+    assert folded == unfolded - 2
+    assert block_view == unfolded

@@ -485,7 +485,7 @@ def test_ledger_query_count_does_not_grow_with_households(town: Town) -> None:
     large_count = queries_for_ledger(large)
     one_block = f"?block={town.block1.pk}"
     block_count = queries_for_ledger(large, one_block)
-    # Over LEDGER_ROWS_MAX households: every block's totals, rows one block at a time.
+    # Over PAGE_ROWS_MAX households: every block's totals, rows one block at a time.
     page = chair.get(url(town, "ledger", large.pk))
     assert len(ledger_rows(page)) == 0
     assert page.content.decode().count(one_block) == 1

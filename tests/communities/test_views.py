@@ -25,6 +25,7 @@ from pytest_django import DjangoAssertNumQueries
 from communities import services
 from communities.models import (
     Block,
+    DeliveryMode,
     Household,
     HouseholdInvite,
     Member,
@@ -847,3 +848,91 @@ def test_query_count_does_not_grow_with_households(
     with django_assert_max_num_queries(small):
         response = client.get(url)
     assert len(response.context["households"]) >= 50
+
+
+# --- A large association's household list folds by block --------------------------------
+
+
+def _fold_town(town: Town) -> None:
+    """Block 1: 山田 (a phone), 佐藤 (paper), 鈴木 (app mode, no login: paper too) and
+    高橋 (both); block 2: 田中 (a phone). Six households with the other association's."""
+    HouseholdFactory.create(block=town.block1, label="佐藤", delivery_mode=DeliveryMode.PAPER)
+    HouseholdFactory.create(block=town.block1, label="鈴木")
+    both = HouseholdFactory.create(block=town.block1, label="高橋", delivery_mode=DeliveryMode.BOTH)
+    MemberFactory.create(household=both)
+
+
+def test_household_list_of_a_large_association_shows_blocks_not_rows(
+    town: Town, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fold_town(town)
+    monkeypatch.setattr("communities.selectors.PAGE_ROWS_MAX", 4)
+    response = as_user(town.chair).get(f"{base(town)}/households/")
+    assert response.status_code == 200
+    listing = response.context["listing"]
+    assert listing.rows_folded
+    assert list(response.context["households"]) == []
+    assert listing.total == 5  # the whole association, the other one's household not counted
+    counts = [(b.block.name, b.households, b.on_paper, b.with_app) for b in listing.blocks]
+    assert counts == [("1班", 4, 3, 2), ("2班", 1, 0, 1)]
+    page = text(response)
+    assert "佐藤" not in page and "山田" not in page
+    assert page.count(f'href="?block={town.block1.pk}"') == 1
+    assert page.count(f'href="?block={town.block2.pk}"') == 1
+    assert ja("See this block's households") in page
+
+    # A block's view is today's list, for that block only.
+    one = as_user(town.chair).get(f"{base(town)}/households/?block={town.block1.pk}")
+    assert not one.context["listing"].rows_folded
+    assert [h.label for h in one.context["households"]] == ["山田", "佐藤", "鈴木", "高橋"]
+    assert ja("Back to all blocks") in text(one)
+
+
+def test_household_list_folds_a_block_leader_to_their_own_blocks(
+    town: Town, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fold_town(town)
+    leader = as_user(town.leader1)
+    monkeypatch.setattr("communities.selectors.PAGE_ROWS_MAX", 4)
+    # Four households in their block: not more than the limit, so the rows as today.
+    response = leader.get(f"{base(town)}/households/")
+    assert not response.context["listing"].rows_folded
+    assert [h.label for h in response.context["households"]] == ["山田", "佐藤", "鈴木", "高橋"]
+
+    monkeypatch.setattr("communities.selectors.PAGE_ROWS_MAX", 3)
+    folded = leader.get(f"{base(town)}/households/")
+    listing = folded.context["listing"]
+    assert listing.rows_folded
+    assert listing.total == 4
+    assert [(b.block.pk, b.households) for b in listing.blocks] == [(town.block1.pk, 4)]
+    assert f"?block={town.block2.pk}" not in text(folded)
+    assert "2班" not in text(folded)
+    # Another block's rows stay out of reach, as with the filter before.
+    other = leader.get(f"{base(town)}/households/?block={town.block2.pk}")
+    assert list(other.context["households"]) == []
+
+
+def test_household_list_of_a_small_association_is_unchanged(town: Town) -> None:
+    _fold_town(town)
+    response = as_user(town.chair).get(f"{base(town)}/households/")
+    assert not response.context["listing"].rows_folded
+    page = text(response)
+    assert all(label in page for label in ("山田", "佐藤", "鈴木", "高橋", "田中"))
+    assert "block-summary" not in page
+    assert ja("Back to all blocks") not in page
+
+
+def test_folded_household_list_query_count_does_not_grow(
+    town: Town, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = as_user(town.chair)
+    url = f"{base(town)}/households/"
+    _grow_block(town, 5)
+    unfolded = _queries(client, url)
+    monkeypatch.setattr("communities.selectors.PAGE_ROWS_MAX", 5)
+    folded = _queries(client, url)
+    _grow_block(town, 50)
+    assert _queries(client, url) == folded
+    # The blocks' counts take the place of the rows' query.
+    assert folded == unfolded
+    assert _queries(client, f"{url}?block={town.block1.pk}") == unfolded
