@@ -23,7 +23,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import OuterRef, Q, QuerySet, Subquery
 from django.http import Http404
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
@@ -135,6 +135,7 @@ class SafetyResult:
     status: str  # the household's status after this report ("" while unknown)
     replay: bool = False  # the same key again: nothing changed
     superseded: bool = False  # stored, but a newer answer already stands
+    current: SafetyReport | None = None  # the household's current answer (``status``'s)
 
 
 def _reported_at(circular: Circular, at: datetime | None, now: datetime) -> datetime:
@@ -151,15 +152,35 @@ def _clean_note(note: str) -> str:
     return note
 
 
-def _current(receipt: Receipt) -> SafetyReport | None:
-    return (
-        SafetyReport.objects.filter(receipt=receipt, status__in=ANSWERS)
-        .order_by("-reported_at", "-id")
-        .first()
+def _answers(receipt: Receipt) -> QuerySet[SafetyReport]:
+    """The household's answers, the current one first."""
+    return SafetyReport.objects.filter(receipt=receipt, status__in=ANSWERS).order_by(
+        "-reported_at", "-id"
     )
 
 
-@transaction.atomic
+def _current(receipt: Receipt) -> SafetyReport | None:
+    return _answers(receipt).first()
+
+
+def _latest(reports: Iterable[SafetyReport]) -> SafetyReport | None:
+    """The current answer among these reports, in ``_answers``'s order."""
+    answers = [report for report in reports if report.status in ANSWERS]
+    return max(answers, key=lambda report: (report.reported_at, report.pk), default=None)
+
+
+def _stored_and_current(
+    receipt: Receipt, key: uuid.UUID | None
+) -> tuple[SafetyReport | None, SafetyReport | None]:
+    """The report already stored under ``key`` (a resend) and the household's current
+    answer, in one query. Read under the receipt's lock: no report of this household can
+    come in between this read and the caller's insert."""
+    current = Q(pk=Subquery(_answers(receipt).values("pk")[:1]))
+    rows = list(SafetyReport.objects.filter(current if key is None else current | Q(key=key)))
+    stored = next((row for row in rows if key is not None and row.key == key), None)
+    return stored, _latest(row for row in rows if row.receipt_id == receipt.pk)
+
+
 def safety_report(
     *,
     circular: Circular,
@@ -177,7 +198,7 @@ def safety_report(
 
     ``at``: when the resident tapped (a report queued offline arrives later than it was
     made). ``key``: the client's idempotency key; the same key again returns the stored
-    report unchanged.
+    report unchanged, and a key already used by another household is refused.
     """
     now = now or timezone.now()
     if circular.kind != CircularKind.SAFETY or circular.status != CircularStatus.PUBLISHED:
@@ -188,48 +209,52 @@ def safety_report(
         raise ValidationError({"method": _("Choose visit or phone.")})
     if status == SafetyStatus.ABSENT and method not in STAFF_METHODS:
         raise ValidationError({"status": _("Choose 「Safe」 or 「Needs help」.")})
-    note = _clean_note(note)
-    receipt = services._receipt_for(circular, household)
-    # One household at a time: its reports and its confirmation are decided in order.
-    receipt = Receipt.objects.select_for_update().get(pk=receipt.pk)
-    if key is not None:
-        existing = SafetyReport.objects.filter(key=key).first()
-        if existing is not None:
-            if existing.receipt_id != receipt.pk:
-                raise ValidationError(
-                    {"key": _("This answer was already sent for another household.")}
-                )
-            current = _current(receipt)
-            return SafetyResult(
-                report=existing, status=current.status if current else "", replay=True
-            )
+    report = SafetyReport(
+        circular=circular,
+        status=status,
+        note=_clean_note(note),
+        method=method,
+        reported_at=_reported_at(circular, at, now),
+        member=member,
+        recorded_by=recorded_by,
+        key=key,
+    )
     try:
-        with transaction.atomic():
-            report = SafetyReport.objects.create(
-                circular=circular,
-                receipt=receipt,
-                status=status,
-                note=note,
-                method=method,
-                reported_at=_reported_at(circular, at, now),
-                member=member,
-                recorded_by=recorded_by,
-                key=key,
-            )
-    except IntegrityError:  # the same key raced in from a second request
-        report = SafetyReport.objects.get(key=key)
-        current = _current(receipt)
-        return SafetyResult(report=report, status=current.status if current else "", replay=True)
-    if status in ANSWERS:
-        services.receipt_confirm(
-            circular=circular,
-            household=household,
-            method=method,
-            member=member,
-            recorded_by=recorded_by,
+        return _report_record(circular=circular, household=household, report=report, now=now)
+    except IntegrityError:
+        if key is None:
+            raise
+        # The same key came in from a second request after this one looked for it. The
+        # transaction is rolled back (on PostgreSQL it cannot go on after the failed
+        # insert; no savepoint per answer to spare it): look again, it is stored now.
+        report.pk = None
+        return _report_record(circular=circular, household=household, report=report, now=now)
+
+
+@transaction.atomic
+def _report_record(
+    *, circular: Circular, household: Household, report: SafetyReport, now: datetime
+) -> SafetyResult:
+    # One household at a time: its reports and its confirmation are decided in order.
+    receipt = services._receipt_for(circular, household, lock=True)
+    stored, current = _stored_and_current(receipt, report.key)
+    if stored is not None:
+        if stored.receipt_id != receipt.pk:
+            raise ValidationError({"key": _("This answer was already sent for another household.")})
+        return SafetyResult(
+            report=stored, status=current.status if current else "", replay=True, current=current
+        )
+    report.receipt = receipt
+    report.save(force_insert=True)
+    if report.status in ANSWERS:
+        services.receipt_confirm_row(
+            receipt=receipt,
+            method=report.method,
+            member=report.member,
+            recorded_by=report.recorded_by,
             now=now,
         )
-    current = _current(receipt)
+        current = _latest([report, *([current] if current else [])])
     current_status = current.status if current else ""
     send_on_commit(
         groups=[
@@ -245,8 +270,10 @@ def safety_report(
             status=current_status,
         ),
     )
-    superseded = status in ANSWERS and current is not None and current.pk != report.pk
-    return SafetyResult(report=report, status=current_status, superseded=superseded)
+    superseded = report.status in ANSWERS and current is not None and current.pk != report.pk
+    return SafetyResult(
+        report=report, status=current_status, superseded=superseded, current=current
+    )
 
 
 # --- Reading: the board -------------------------------------------------------------------

@@ -272,13 +272,12 @@ def answer_record(
         return _bad(request, field, " ".join(messages))
     if not _wants_json(request):
         return None
-    current = safety.household_safety(receipt=result.report.receipt)
     return JsonResponse(
         {
             "status": result.status,
             "replay": result.replay,
             "superseded": result.superseded,
-            "text": _status_text(current),
+            "text": _status_text(result.current),
         }
     )
 

@@ -270,8 +270,13 @@ def circular_unschedule(*, circular: Circular) -> Circular:
 # --- Receipts ---------------------------------------------------------------------------
 
 
-def _receipt_for(circular: Circular, household: Household) -> Receipt:
-    receipt = Receipt.objects.filter(circular=circular, household=household).first()
+def _receipt_for(circular: Circular, household: Household, *, lock: bool = False) -> Receipt:
+    """The household's receipt, created if the household joined after publishing.
+
+    ``lock``: read it ``FOR UPDATE`` (one query, where the row exists, as it nearly always
+    does), so the caller decides this household's changes in order."""
+    receipts = Receipt.objects.filter(circular=circular, household=household)
+    receipt = (receipts.select_for_update() if lock else receipts).first()
     if receipt is not None:
         return receipt
     if not (circular.all_blocks or circular.blocks.filter(pk=household.block_id).exists()):
@@ -281,8 +286,8 @@ def _receipt_for(circular: Circular, household: Household) -> Receipt:
             return Receipt.objects.create(
                 circular=circular, household=household, block_id=household.block_id
             )
-    except IntegrityError:
-        return Receipt.objects.get(circular=circular, household=household)
+    except IntegrityError:  # created meanwhile by a second request: theirs, not yet locked
+        return (receipts.select_for_update() if lock else receipts).get()
 
 
 @transaction.atomic
@@ -336,7 +341,28 @@ def receipt_confirm(
         raise ValidationError(_("This circular has not been published."))
     if receipt is None or receipt.household_id != household.pk:
         receipt = _receipt_for(circular, household)
-    now = now or timezone.now()
+    return receipt_confirm_row(
+        receipt=receipt,
+        method=method,
+        member=member,
+        recorded_by=recorded_by,
+        key=key,
+        now=now or timezone.now(),
+    )
+
+
+def receipt_confirm_row(
+    *,
+    receipt: Receipt,
+    method: str,
+    member: Member | None,
+    recorded_by: User | None,
+    key: uuid.UUID | None = None,
+    now: datetime,
+) -> ConfirmResult:
+    """``receipt_confirm`` for a caller already inside its transaction with the receipt of
+    a published circular in hand and the method checked (a 安否確認 answer, which holds
+    the row's lock): no second read of the row, no savepoint of its own."""
     while receipt.confirmed_at is None:
         updated = Receipt.objects.filter(
             pk=receipt.pk, confirmed_at__isnull=True, version=receipt.version
