@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
 import subprocess
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -37,6 +38,13 @@ BASE = "https://kairan.example.jp"
 TITLE = "ごみ収集日の変更について"
 BODY = "4月から燃えるごみは火曜と金曜です。\n収集場所は公民館の前です。"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+def keep_artifact(path: Path, name: str) -> None:
+    """A copy under test-artifacts/ to look at after the run (whichever test runs first)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    shutil.copy(path, ARTIFACTS / name)
+
 
 # Paper households, created out of order: the pack must follow circulation_order.
 PAPER = [("青木", 30), ("石井", 10), ("上田", 70), ("江藤", 20), ("大野", 60), ("加藤", 50)]

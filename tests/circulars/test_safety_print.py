@@ -5,7 +5,6 @@ from the rendered pixels."""
 from __future__ import annotations
 
 import re
-import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -20,10 +19,10 @@ from circulars.print_pack import print_pack_pdf
 from circulars.safety_print import safety_checklist_pdf
 from communities.models import DeliveryMode, Household, Member, RoleKind
 from tests.circulars.test_print_pack import (
-    ARTIFACTS,
     Pdf,
     Word,
     fonts,
+    keep_artifact,
     qr_codes,
     read_back,
     run,
@@ -167,7 +166,7 @@ def test_a_drill_checklist_for_one_block(town: Town, tmp_path: Path) -> None:
         result = safety_checklist_pdf(circular=check, blocks=[town.block1], base_url=BASE + "/")
 
     pdf = read_back(result, tmp_path, "checklist.pdf")
-    shutil.copy(pdf.path, ARTIFACTS / "safety-checklist-drill.pdf")
+    keep_artifact(pdf.path, "safety-checklist-drill.pdf")
     assert result.pages == 1
     [page] = reading_order(pdf)
     assert "【訓練】安否確認" in page
@@ -208,7 +207,7 @@ def test_every_page_of_a_long_block_says_drill(town: Town, tmp_path: Path) -> No
     result = safety_checklist_pdf(circular=check, blocks=[town.block1], base_url=BASE)
 
     pdf = read_back(result, tmp_path)
-    shutil.copy(pdf.path, ARTIFACTS / "safety-checklist-long.pdf")
+    keep_artifact(pdf.path, "safety-checklist-long.pdf")
     assert result.pages >= 2
     pages = reading_order(pdf)
     for number, text in enumerate(pages, start=1):
