@@ -157,7 +157,7 @@ http {{
 PROXY = ROOT / "deploy" / "nginx"
 SITE = PROXY / "kairan.conf"
 # Page requests nginx lets wait for gunicorn at once (see the site file).
-PAGES_IN_FLIGHT = 1024
+PAGES_IN_FLIGHT = 256
 
 
 def _put(text: str, old: str, new: str) -> str:
@@ -175,7 +175,7 @@ def site_conf(*, gunicorn: int, uvicorn: int, nginx: int, pages_in_flight: int) 
     site = _put(site, "alias /srv/kairan/deploy/nginx/", f"alias {PROXY}/")
     return _put(
         site,
-        "limit_conn kairan_pages_in_flight 1024;",
+        "limit_conn kairan_pages_in_flight 256;",
         f"limit_conn kairan_pages_in_flight {pages_in_flight};",
     )
 
