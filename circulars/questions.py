@@ -273,9 +273,8 @@ def answers_submit(
             _("Answers closed at the end of the due date. Please contact your block leader."),
             code="closed",
         )
-    receipt = services._receipt_for(circular, household)
     # One household, one writer at a time: two phones answering at once cannot both insert.
-    receipt = Receipt.objects.select_for_update().get(pk=receipt.pk)
+    receipt = services._receipt_for(circular, household, lock=True)
     existing = {answer.question_id: answer for answer in Answer.objects.filter(receipt=receipt)}
     errors: dict[str, str] = {}
     parsed: dict[int, Any] = {}
@@ -323,13 +322,9 @@ def answers_submit(
                 version=F("version") + 1,
             )
             answer.refresh_from_db()
-    confirmed = services.receipt_confirm(
-        circular=circular,
-        household=household,
-        method=method,
-        member=member,
-        recorded_by=recorded_by,
-        now=now,
+    # The row is locked and the circular checked above: confirm it without reading it again.
+    confirmed = services.receipt_confirm_row(
+        receipt=receipt, method=method, member=member, recorded_by=recorded_by, now=now
     )
     version = sum(answer.version for answer in existing.values())
     send_on_commit(
