@@ -169,15 +169,15 @@ def _put(text: str, old: str, new: str) -> str:
 
 def site_conf(*, gunicorn: int, uvicorn: int, nginx: int, pages_in_flight: int) -> str:
     site = SITE.read_text()
-    site = _put(site, "server 127.0.0.1:8001;", f"server 127.0.0.1:{gunicorn};")
+    site = _put(
+        site,
+        "server 127.0.0.1:8001 max_conns=256;",
+        f"server 127.0.0.1:{gunicorn} max_conns={pages_in_flight};",
+    )
     site = _put(site, "server 127.0.0.1:8002;", f"server 127.0.0.1:{uvicorn};")
     site = _put(site, "listen 127.0.0.1:8080 ", f"listen 127.0.0.1:{nginx} ")
     site = _put(site, "alias /srv/kairan/deploy/nginx/", f"alias {PROXY}/")
-    return _put(
-        site,
-        "limit_conn kairan_pages_in_flight 256;",
-        f"limit_conn kairan_pages_in_flight {pages_in_flight};",
-    )
+    return site
 
 
 def nginx_conf(

@@ -224,9 +224,10 @@ def safety_report(
     except IntegrityError:
         if key is None:
             raise
-        # The same key came in from a second request after this one looked for it. The
-        # transaction is rolled back (on PostgreSQL it cannot go on after the failed
-        # insert; no savepoint per answer to spare it): look again, it is stored now.
+        # The same key came in from a second request after this one looked for it.
+        # _report_record's atomic block (a savepoint when called inside a transaction) is
+        # rolled back, since on PostgreSQL nothing can go on after the failed insert: look
+        # again, the other request's report is stored now.
         report.pk = None
         return _report_record(circular=circular, household=household, report=report, now=now)
 
