@@ -36,7 +36,7 @@
       return response.json().then(function (data) { return [response.status, data]; }, function () { return [response.status, {}]; });
     }).then(function (result) {
       var data = result[1];
-      if (result[0] === 202 && data.queued) { say(root.getAttribute("data-text-queued")); return; }
+      if (result[0] === 202 && data.queued) { say(root.getAttribute(data.busy ? "data-text-busy" : "data-text-queued")); return; }
       if (result[0] === 429) { say(root.getAttribute("data-text-wait")); return; }
       if (result[0] >= 400) { say(data.error || root.getAttribute("data-text-failed")); return; }
       say("✓ " + data.text);

@@ -72,6 +72,11 @@ self.addEventListener("notificationclick", function (event) {
    answer carries its own key, so sending it twice records it once. */
 var ANSWER_PATH = /^\/c\/[^/]+\/circulars\/\d+\/safety\/answer\/$/;
 var QUEUED_TEXT = "送信待ち: 電波が戻ったら自動で送ります";
+var BUSY_TEXT = "送信待ち: 混み合っているため、自動でもう一度送ります";
+/* Answered, but not recorded: the servers are busy or down (the proxy's 503 page, Django's
+   load shedding or database outage, a gateway error or time-out). Kept and sent again like
+   an answer made without signal; its key makes a second sending record it once. */
+var SEND_AGAIN = [502, 503, 504];
 var flushing = null;
 // Unknown after a restart of the worker: look once, then only after something was kept.
 var maybeWaiting = true;
@@ -90,14 +95,15 @@ function outbox(mode, work) {
   });
 }
 
-function queued(json) {
+function queued(json, busy) {
+  var text = busy ? BUSY_TEXT : QUEUED_TEXT;
   if (json) {
-    return new Response(JSON.stringify({ queued: true, text: QUEUED_TEXT }), { status: 202, headers: { "Content-Type": "application/json" } });
+    return new Response(JSON.stringify({ queued: true, busy: busy, text: text }), { status: 202, headers: { "Content-Type": "application/json" } });
   }
-  return new Response("<!DOCTYPE html><html lang=\"ja\"><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>送信待ち</title><p style=\"font-size:24px;padding:16px\">" + QUEUED_TEXT + "</p>", { status: 202, headers: { "Content-Type": "text/html; charset=utf-8" } });
+  return new Response("<!DOCTYPE html><html lang=\"ja\"><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\"><title>送信待ち</title><p style=\"font-size:24px;padding:16px\">" + text + "</p>", { status: 202, headers: { "Content-Type": "text/html; charset=utf-8" } });
 }
 
-function keep(request) {
+function keep(request, busy) {
   var json = (request.headers.get("Accept") || "").indexOf("application/json") !== -1;
   return request.text().then(function (body) {
     // A plain form POST has no tap time: the moment it failed is the moment of the tap.
@@ -106,7 +112,7 @@ function keep(request) {
   }).then(function () {
     maybeWaiting = true;
     if (self.registration.sync) { self.registration.sync.register("kairan-outbox").catch(function () {}); }
-    return queued(json);
+    return queued(json, busy === true);
   });
 }
 
@@ -171,6 +177,7 @@ self.addEventListener("fetch", function (event) {
   if (request.method === "POST" && ANSWER_PATH.test(url.pathname)) {
     var copy = request.clone();
     event.respondWith(fetch(request).then(function (response) {
+      if (SEND_AGAIN.indexOf(response.status) !== -1) { return keep(copy, true); }
       flush().catch(function () {});
       return response;
     }, function () { return keep(copy); }));

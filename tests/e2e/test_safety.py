@@ -4,12 +4,14 @@ queues it, the phone comes back online, and the chair's board shows it without r
 
 from __future__ import annotations
 
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from playwright.sync_api import BrowserContext, Page, expect
+from playwright.sync_api import BrowserContext, Page, Route, expect
 
 from circulars import safety
 from circulars.models import Circular, SafetyReport, SafetyStatus
@@ -213,3 +215,56 @@ class SafetyStartTests(SafetyScene):
         self.assertEqual((newest.drill, newest.body), (True, "避難訓練です。"))
         self.assertTrue(page.url.endswith(f"/circulars/{newest.pk}/safety/"))
         self.assert_clean_console()
+
+
+BUSY_PAGE = (Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "503.html").read_text()
+
+
+class SafetyBusyTests(SafetyScene):
+    """The servers answer, but cannot take the answer: nginx's 503 page in a flood, Django's
+    load shedding, a gateway error. The service worker keeps it and sends it again."""
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        # Routing requests that a service worker makes itself (the answer's POST, sent on
+        # by sw.js) is behind this switch in Playwright; only this class's browser has it.
+        os.environ["PW_EXPERIMENTAL_SERVICE_WORKER_NETWORK_EVENTS"] = "1"
+        try:
+            super().setUpClass()
+        finally:
+            os.environ.pop("PW_EXPERIMENTAL_SERVICE_WORKER_NETWORK_EVENTS", None)
+
+    def test_an_answer_refused_by_busy_servers_is_kept_and_sent_again(self) -> None:
+        board = self.open_board()
+        phone_context = self.new_context(user=self.residents[0])
+        phone = self.open_answer_page(phone_context)
+        refused: list[str] = []
+
+        def busy(route: Route) -> None:
+            if route.request.method != "POST":
+                route.continue_()
+                return
+            refused.append(route.request.url)
+            route.fulfill(
+                status=503,
+                body=BUSY_PAGE,
+                headers={"Content-Type": "text/html; charset=utf-8", "Retry-After": "60"},
+            )
+
+        phone_context.route("**/safety/answer/", busy)
+        phone.get_by_role("button", name=ja("Safe"), exact=True).click()
+        expect(phone.locator("[data-status]")).to_contain_text(
+            "混み合っているため", timeout=LIVE_MS
+        )
+        # Refused at least once (Background Sync may try again at once, and be refused too).
+        self.assertGreaterEqual(len(refused), 1, "the answer reached the busy servers")
+        self.assertFalse(SafetyReport.objects.filter(circular=self.check).exists())
+        phone.screenshot(path=SCREENSHOTS / "safety-answer-busy.png", full_page=True)
+
+        # The servers take requests again; the next page view lets the worker send it.
+        phone_context.unroute("**/safety/answer/")
+        phone.reload()
+        expect(self.count(board, "safe")).to_have_text("1", timeout=LIVE_MS)
+        [report] = SafetyReport.objects.filter(circular=self.check)
+        self.assertEqual(report.status, SafetyStatus.SAFE)
+        self.assertEqual(report.receipt.household_id, self.households[0].pk)
