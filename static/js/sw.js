@@ -159,6 +159,10 @@ function networkFirst(request) {
       var copy = response.clone();
       caches.open(PAGE_CACHE).then(function (cache) { return cache.put(request, copy); }).catch(function () {});
     }
+    if (SEND_AGAIN.indexOf(response.status) !== -1) {
+      // Busy or down: the last copy still has the buttons, and an answer made there is kept.
+      return caches.match(request, { ignoreVary: true }).then(function (cached) { return cached || response; });
+    }
     return response;
   }, function (error) {
     return caches.match(request, { ignoreVary: true }).then(function (cached) { if (cached) { return cached; } throw error; });

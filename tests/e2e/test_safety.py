@@ -261,6 +261,17 @@ class SafetyBusyTests(SafetyScene):
         self.assertFalse(SafetyReport.objects.filter(circular=self.check).exists())
         phone.screenshot(path=SCREENSHOTS / "safety-answer-busy.png", full_page=True)
 
+        # Opened again while the servers are still busy (from the notification, say): the
+        # worker shows its last copy of the page, buttons and all, not the busy page.
+        def busy_page(route: Route) -> None:
+            route.fulfill(status=503, body=BUSY_PAGE, headers={"Content-Type": "text/html"})
+
+        phone_context.unroute("**/safety/answer/")
+        phone_context.route("**/safety/answer/", busy_page)
+        phone.reload()
+        expect(phone.get_by_role("button", name=ja("Safe"), exact=True)).to_be_visible()
+        self.assertFalse(SafetyReport.objects.filter(circular=self.check).exists())
+
         # The servers take requests again; the next page view lets the worker send it.
         phone_context.unroute("**/safety/answer/")
         phone.reload()
