@@ -143,6 +143,8 @@ pid {tmp}/nginx.pid;
 error_log {tmp}/nginx-error.log warn;
 events {{ worker_connections {conns}; multi_accept on; }}
 http {{
+  include /etc/nginx/mime.types;  # as Debian's nginx.conf does; the site file relies on it
+  default_type application/octet-stream;
   log_format timing '$msec $request_method $uri $status rt=$request_time '
     'uct=$upstream_connect_time uht=$upstream_header_time urt=$upstream_response_time';
   {access_log}
@@ -167,7 +169,9 @@ def _put(text: str, old: str, new: str) -> str:
     return text.replace(old, new)
 
 
-def site_conf(*, gunicorn: int, uvicorn: int, nginx: int, pages_in_flight: int) -> str:
+def site_conf(
+    *, gunicorn: int, uvicorn: int, nginx: int, pages_in_flight: int, static_root: Path
+) -> str:
     site = SITE.read_text()
     site = _put(
         site,
@@ -177,6 +181,7 @@ def site_conf(*, gunicorn: int, uvicorn: int, nginx: int, pages_in_flight: int) 
     site = _put(site, "server 127.0.0.1:8002;", f"server 127.0.0.1:{uvicorn};")
     site = _put(site, "listen 127.0.0.1:8080 ", f"listen 127.0.0.1:{nginx} ")
     site = _put(site, "alias /srv/kairan/deploy/nginx/", f"alias {PROXY}/")
+    site = _put(site, "alias /srv/kairan/var/staticfiles/;", f"alias {static_root}/;")
     return site
 
 
@@ -186,6 +191,7 @@ def nginx_conf(
     gunicorn: int,
     uvicorn: int,
     nginx: int,
+    static_root: Path,
     access_log: bool = False,
     pages_in_flight: int = PAGES_IN_FLIGHT,
 ) -> str:
@@ -199,7 +205,11 @@ def nginx_conf(
             else "access_log off;"
         ),
         site=site_conf(
-            gunicorn=gunicorn, uvicorn=uvicorn, nginx=nginx, pages_in_flight=pages_in_flight
+            gunicorn=gunicorn,
+            uvicorn=uvicorn,
+            nginx=nginx,
+            pages_in_flight=pages_in_flight,
+            static_root=static_root,
         ),
     )
 
@@ -434,6 +444,7 @@ class Stack:
                 gunicorn=self.gunicorn_port,
                 uvicorn=self.uvicorn_port,
                 nginx=self.nginx_port,
+                static_root=self.tmp / "data" / "staticfiles",
                 access_log=self.access_log,
                 pages_in_flight=int(
                     os.environ.get("KAIRAN_BENCH_PAGES_IN_FLIGHT", PAGES_IN_FLIGHT)

@@ -5,12 +5,14 @@ front of a small upstream that holds requests for as long as a test wants.
 A flood must meet the clear 503 page (Japanese first, ``Retry-After``), never a bare 502:
 past ``pages_in_flight`` requests nginx answers at once, and when gunicorn cannot be
 reached the same page says so. Django's own 503 (load shedding, a database outage) passes
-through untouched: its ``HX-Redirect`` and wording are Django's.
+through untouched: its ``HX-Redirect`` and wording are Django's. Static files come from
+disk even then, with WhiteNoise's caching headers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import http.client
 import subprocess
 import threading
@@ -86,14 +88,27 @@ class HoldingUpstream:
 class Proxy:
     port: int
 
-    def get(self, path: str, timeout: float = 10.0) -> tuple[int, dict[str, str], str]:
+    def get(
+        self, path: str, timeout: float = 10.0, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], str]:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         try:
-            connection.request("GET", path)
+            connection.request("GET", path, headers=headers or {})
             answer = connection.getresponse()
-            return answer.status, dict(answer.getheaders()), answer.read().decode()
+            body = answer.read()
+            if answer.getheader("Content-Encoding") == "gzip":
+                body = gzip.decompress(body)
+            return answer.status, dict(answer.getheaders()), body.decode()
         finally:
             connection.close()
+
+
+# What collectstatic leaves in STATIC_ROOT: a name with its content hash, its .gz copy,
+# and a name without a hash.
+STATIC = {
+    "css/kairan.0123456789ab.css": "body { font-size: 1.25rem }",
+    "js/plain.js": "// no hash in this name",
+}
 
 
 def start_nginx(tmp: Path, *, gunicorn: int, pages_in_flight: int) -> Iterator[Proxy]:
@@ -102,6 +117,12 @@ def start_nginx(tmp: Path, *, gunicorn: int, pages_in_flight: int) -> Iterator[P
     except (OSError, subprocess.CalledProcessError) as error:
         service_unavailable(f"nginx is not installed and could not be: {error}")
     port = free_port(47200)
+    static_root = tmp / "staticfiles"
+    for name, text in STATIC.items():
+        (static_root / name).parent.mkdir(parents=True, exist_ok=True)
+        (static_root / name).write_text(text)
+    hashed = static_root / "css/kairan.0123456789ab.css"
+    hashed.with_name(hashed.name + ".gz").write_bytes(gzip.compress(hashed.read_bytes()))
     conf = tmp / "nginx.conf"
     conf.write_text(
         nginx_conf(
@@ -109,6 +130,7 @@ def start_nginx(tmp: Path, *, gunicorn: int, pages_in_flight: int) -> Iterator[P
             gunicorn=gunicorn,
             uvicorn=free_port(47300),
             nginx=port,
+            static_root=static_root,
             pages_in_flight=pages_in_flight,
         )
     )
@@ -184,3 +206,38 @@ def test_djangos_own_503_passes_through_untouched(proxy: Proxy) -> None:
     status, headers, body = proxy.get("/django-503")
     assert (status, body, headers["HX-Redirect"]) == (503, "django", "/")
     assert "Retry-After" not in headers
+
+
+def test_static_files_come_from_disk_even_past_the_bound(
+    proxy: Proxy, upstream: HoldingUpstream
+) -> None:
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        waiting = [pool.submit(proxy.get, "/hold") for _ in range(3)]
+        deadline = time.monotonic() + 10
+        while upstream.held < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert upstream.held == 3
+        assert_busy_page(*proxy.get("/c/one/"))  # pages are turned away ...
+
+        # ... but a page's style sheet still comes, as WhiteNoise would have sent it.
+        name = "css/kairan.0123456789ab.css"
+        status, headers, body = proxy.get(f"/static/{name}")
+        assert (status, body) == (200, STATIC[name])
+        assert headers["Cache-Control"] == "max-age=315360000, public, immutable"
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert headers["Content-Type"] == "text/css; charset=utf-8"
+        status, headers, body = proxy.get(f"/static/{name}", headers={"Accept-Encoding": "gzip"})
+        assert (status, headers["Content-Encoding"], body) == (200, "gzip", STATIC[name])
+        assert headers["Vary"] == "Accept-Encoding"
+        status, headers, body = proxy.get("/static/js/plain.js")
+        assert (status, body) == (200, STATIC["js/plain.js"])
+        assert headers["Content-Type"] == "application/javascript; charset=utf-8"
+        assert headers["Cache-Control"] == "max-age=60, public"
+
+        # A file not on disk is asked of gunicorn (WhiteNoise), which is full here.
+        assert proxy.get("/static/css/not-collected.css")[0] == 503
+        assert "daemon" not in proxy.get("/static/../nginx.conf")[2]  # no way out of the root
+        upstream.release.set()
+        assert [future.result(timeout=10)[0] for future in waiting] == [200, 200, 200]
+    status, _, body = proxy.get("/static/css/not-collected.css")
+    assert (status, body) == (200, "served")
