@@ -39,7 +39,7 @@ from circulars.selectors import (
     receipts_by_block,
 )
 from communities.models import Block, Household, Member
-from communities.selectors import Access, rows_folded
+from communities.selectors import Access, block_chosen, rows_folded
 from notifications.broadcast import Event, send_on_commit
 from notifications.groups import ledger_block_group, ledger_totals_group
 
@@ -572,6 +572,7 @@ def answers_rows(
         receipts = receipts.filter(block_id__in=visible)
         answers = answers.filter(receipt__block_id__in=visible)
     blocks = _blocks_answered(receipts)
+    block_id = block_chosen(block_id, (item.block.pk for item in blocks))
     households = sum(item.households for item in blocks)
     folded = fold and rows_folded(total=households, block_id=block_id)
     if block_id is not None:

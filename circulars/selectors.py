@@ -40,7 +40,7 @@ from circulars.models import (
 )
 from circulars.search import search_normalise
 from communities.models import Block, DeliveryMode, Member
-from communities.selectors import Access, block_get_visible, rows_folded
+from communities.selectors import Access, block_chosen, block_get_visible, rows_folded
 
 
 def _is_author(access: Access, circular: Circular) -> bool:
@@ -377,6 +377,7 @@ def ledger_snapshot(
     if visible is not None:
         receipts = receipts.filter(block_id__in=visible)
     blocks_counted = _blocks_counted(circular.pk, visible)
+    block_id = block_chosen(block_id, (block.pk for block, _ in blocks_counted))
     totals = Counts.added(counts for _, counts in blocks_counted)
     rows = (
         receipts.select_related("household", "confirmed_by", "recorded_by")

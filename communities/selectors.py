@@ -307,6 +307,15 @@ def households_visible(*, access: Access, block_id: int | None = None) -> QueryS
 PAGE_ROWS_MAX = 300
 
 
+def block_chosen(block_id: int | None, shown: Iterable[int]) -> int | None:
+    """A page's ``?block=`` choice, among the blocks it shows: a block of another
+    association, outside the user's blocks, or not on this page at all is not found,
+    rather than an empty page that looks like a block with nobody in it."""
+    if block_id is not None and block_id not in shown:
+        raise Http404
+    return block_id
+
+
 def rows_folded(*, total: int, block_id: int | None) -> bool:
     """Whether a whole-association page shows per-block totals instead of every row.
 
@@ -344,6 +353,7 @@ def household_list_get(*, access: Access, block_id: int | None = None) -> Househ
         block.pk: BlockHouseholds(block, block.household_count)  # type: ignore[attr-defined]
         for block in blocks_visible(access=access)
     }
+    block_id = block_chosen(block_id, summaries)
     total = sum(summary.households for summary in summaries.values())
     folded = rows_folded(total=total, block_id=block_id)
     if folded:

@@ -339,9 +339,7 @@ def test_summary_folds_a_block_leader_to_their_own_blocks(
     assert [(b.block.pk, b.households) for b in sheet.blocks] == [(town.block1.pk, 1)]
     assert (sheet.answered, sheet.households, sheet.totals[1].people) == (1, 1, 3)
     assert f"?block={town.block2.pk}" not in response.content.decode()
-    other = leader.get(f"{summary}?block={town.block2.pk}").context["sheet"]
-    assert other.rows == []
-    assert other.chosen is None
+    assert leader.get(f"{summary}?block={town.block2.pk}").status_code == 404
 
 
 def test_summary_of_a_small_association_is_unchanged(
@@ -380,3 +378,24 @@ def test_folded_summary_query_count_is_constant(
     # Folded: the blocks' counts instead of the rows (two queries: receipts and answers).
     assert folded == unfolded - 2
     assert block_view == unfolded
+
+
+def test_a_block_the_page_does_not_show_is_not_found(town: Town) -> None:
+    """``?block=`` of another association's block, of a block outside a 班長's own, or of
+    no block: 404 on the ledger, the answers and the household list, not an empty list
+    that reads as a block where nobody has answered."""
+    circular, _single, _attendance = published(town)
+    foreign = town.other_community.blocks.get().pk
+    pages = [
+        url(town, "ledger", circular.pk),
+        url(town, "answers_summary", circular.pk),
+        f"/c/{town.community.slug}/households/",
+    ]
+    chair, leader = client_for(town.chair), client_for(town.leader1)
+    for page in pages:
+        assert chair.get(page, {"block": town.block2.pk}).status_code == 200
+        assert leader.get(page, {"block": town.block1.pk}).status_code == 200
+        assert chair.get(page, {"block": foreign}).status_code == 404
+        assert chair.get(page, {"block": 10**9}).status_code == 404
+        assert leader.get(page, {"block": town.block2.pk}).status_code == 404
+        assert chair.get(page, {"block": "y"}).status_code == 200  # nonsense is ignored
