@@ -20,10 +20,15 @@ from django.db import connection
 from django.db.models import QuerySet
 
 from bench.city import City, load
-from circulars import safety, selectors
+from circulars import questions, safety, selectors
 from circulars.models import Circular, Receipt
 from communities.models import Community
-from communities.selectors import Access, community_access_for, households_visible
+from communities.selectors import (
+    Access,
+    community_access_for,
+    household_list_get,
+    households_visible,
+)
 from notifications import ladder
 
 CITY_WIDE = re.compile(r"Seq Scan on (communities_member|auth_user|communities_household)\b")
@@ -110,3 +115,20 @@ def test_the_ledger_followup_households_safety_and_ladder_read_no_other_associat
         == Receipt.objects.filter(circular=circular).count()
     )
     assert selectors.circular_receipts(circular.pk).count() == 400
+
+
+@pytest.mark.django_db
+def test_the_folded_household_list_and_answers_read_no_other_association(city: City) -> None:
+    """Past PAGE_ROWS_MAX both pages count each block instead of listing rows: those
+    per-block counts (the paper rule again, and whether each receipt has answers) too."""
+    access = chair_access(city)
+    circular = Circular.objects.get(pk=city.page_circular_id)
+    listing = household_list_get(access=access)
+    sheet = questions.answers_rows(access=access, circular=circular, fold=True)
+    assert listing.rows_folded and sheet.rows_folded  # 400 households: the folded pages
+    assert sum(item.households for item in listing.blocks) == 400
+    assert sum(item.households for item in sheet.blocks) == 400
+    texts = plans_of(lambda: household_list_get(access=access))
+    texts += plans_of(lambda: questions.answers_rows(access=access, circular=circular, fold=True))
+    assert len(texts) >= 4
+    assert [CITY_WIDE.findall(text) for text in texts] == [[] for _ in texts]
