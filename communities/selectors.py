@@ -325,12 +325,23 @@ def rows_folded(*, total: int, block_id: int | None) -> bool:
 
 @dataclass
 class BlockHouseholds:
-    """One block's line on the household list: how many, on paper, with a phone."""
+    """One block's line on the household list: how many, on paper, with a phone. Every
+    household without a phone gets paper, so paper only, phone only and both add up to
+    the block's households."""
 
     block: Block
     households: int
     on_paper: int = 0
     with_app: int = 0
+    both: int = 0
+
+    @property
+    def paper_only(self) -> int:
+        return self.on_paper - self.both
+
+    @property
+    def phone_only(self) -> int:
+        return self.with_app - self.both
 
 
 @dataclass
@@ -364,12 +375,14 @@ def household_list_get(*, access: Access, block_id: int | None = None) -> Househ
             .annotate(
                 on_paper=Count("pk", filter=_on_paper_q()),
                 with_app=Count("pk", filter=Q(app_members__gt=0)),
+                both=Count("pk", filter=_on_paper_q() & Q(app_members__gt=0)),
             )
         )
         for row in counted:
             summary = summaries.get(row["block_id"])
             if summary is not None:  # None: a block added since it was read above
                 summary.on_paper, summary.with_app = row["on_paper"], row["with_app"]
+                summary.both = row["both"]
     return HouseholdList(
         blocks=list(summaries.values()),
         households=[] if folded else households_visible(access=access, block_id=block_id),
