@@ -8,6 +8,7 @@ record an answer, by proxy or from a paper slip, and it is marked late.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -477,6 +478,13 @@ class AnswerRow:
     answered: bool
     late: bool
     method: str
+    # The sheet's questions, in the order of ``cells``: each cell's label on a phone.
+    questions: Sequence[Question] = ()
+
+    @property
+    def answers(self) -> list[tuple[Question, str]]:
+        """Each question with this household's answer to it (blank when none)."""
+        return list(zip(self.questions, self.cells, strict=True))
 
     @property
     def method_label(self) -> str:
@@ -550,6 +558,7 @@ def _answer_rows(
                 answered=bool(mine),
                 late=any(answer.late for answer in mine.values()),
                 method=methods.pop() if len(methods) == 1 else "",
+                questions=questions,
             )
         )
     return rows

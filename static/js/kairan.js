@@ -39,6 +39,23 @@
     if (box) { box.hidden = true; }
   });
 
+  /* A live refresh swaps in the server's copy of a body, whose disclosures (<details id>)
+     are open or closed as the page's default: each keeps the reader's choice instead. */
+  var detailsOpen = {};
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var target = event.detail.target;
+    detailsOpen = {};
+    var all = target && target.querySelectorAll ? target.querySelectorAll("details[id]") : [];
+    for (var i = 0; i < all.length; i++) { detailsOpen[all[i].id] = all[i].open; }
+  });
+  document.addEventListener("htmx:afterSwap", function (event) {
+    var fresh = event.target;
+    var all = fresh && fresh.querySelectorAll ? fresh.querySelectorAll("details[id]") : [];
+    for (var i = 0; i < all.length; i++) {
+      if (Object.prototype.hasOwnProperty.call(detailsOpen, all[i].id)) { all[i].open = detailsOpen[all[i].id]; }
+    }
+  });
+
   function fire(name, detail) {
     document.body.dispatchEvent(new CustomEvent(name, { bubbles: true, detail: detail }));
   }

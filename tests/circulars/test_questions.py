@@ -385,6 +385,9 @@ def test_rows_follow_the_ledger_visibility(
     sheet = questions.answers_rows(access=leader, circular=circular)
     assert [row.receipt.household_id for row in sheet.rows] == [town.household1.pk]
     assert sheet.rows[0].cells[0] == "いいえ"
+    # Each answer with its question: the label of its line on a phone.
+    assert sheet.rows[0].answers[0] == (sheet.questions[0], "いいえ")
+    assert [question for question, _ in sheet.rows[0].answers] == sheet.questions
     assert sheet.totals[0].choice_counts == [("はい", 0), ("いいえ", 1)]
     chair = community_access_for(community=town.community, user_id=town.chair.pk)
     assert questions.answers_rows(access=chair, circular=circular).answered == 2

@@ -1,5 +1,6 @@
 """A large association (more households than ``PAGE_ROWS_MAX``) on an officer's phone: the
-household list and the answers fold into one line per block, each opening that block."""
+household list and the answers fold into one line per block, each opening that block; a
+block's own page starts with its households and its answers are cards, not a wide table."""
 
 from __future__ import annotations
 
@@ -28,12 +29,18 @@ pytestmark = pytest.mark.browser
 BLOCKS = 8
 PER_BLOCK = PAGE_ROWS_MAX // BLOCKS + 5  # just over the limit in all
 MIN_TARGET = 44
+ANSWERED = 3  # households of the third block that answered (and so confirmed)
+DESKTOP = {"width": 1280, "height": 900}
+# A block's first household must show on a phone's first screen: it was at 1,387 px (the
+# ledger) and 1,516 px (the answers), below the title, the filters and the totals.
+FIRST_ROW_TOP_MAX = 700
 
 
 class LargeAssociationTests(BrowserTestCase):
     community: Community
     blocks: list[Block]
     chair: User
+    leader: User
     circular: Circular
 
     def setUp(self) -> None:
@@ -64,6 +71,13 @@ class LargeAssociationTests(BrowserTestCase):
         self.chair = UserFactory.create(first_name="会長")
         give_role(user=self.chair, community=self.community, role=RoleKind.CHAIR)
         mfa_enable(self.chair)
+        self.leader = UserFactory.create(first_name="班長")
+        give_role(
+            user=self.leader,
+            community=self.community,
+            role=RoleKind.BLOCK_LEADER,
+            block=self.blocks[2],
+        )
         circular = circular_create(
             community=self.community,
             author=self.chair,
@@ -80,7 +94,7 @@ class LargeAssociationTests(BrowserTestCase):
             data=QuestionData(kind=QuestionKind.ATTENDANCE, prompt="夏祭りに参加しますか"),
         )
         self.circular = circular_publish(circular=circular)
-        for household in Household.objects.filter(block=self.blocks[2]).order_by("pk")[:3]:
+        for household in Household.objects.filter(block=self.blocks[2]).order_by("pk")[:ANSWERED]:
             self.answer(household, single.pk)
 
     def answer(self, household: Household, question_id: int) -> None:
@@ -156,3 +170,134 @@ class LargeAssociationTests(BrowserTestCase):
             ja("Answered %(answered)s / %(total)s households") % {"answered": 4, "total": PER_BLOCK}
         )
         self.assert_clean_console()
+
+    def top_of(self, element: Locator) -> float:
+        """Where ``element`` starts, in CSS pixels from the top of the page."""
+        top: float = element.evaluate("e => e.getBoundingClientRect().top + window.scrollY")
+        return top
+
+    def ax_roles(self, page: Page) -> list[str]:
+        """The roles in Chromium's own accessibility tree (Playwright's role queries compute
+        roles from the markup, so they would not see CSS dropping a table's semantics)."""
+        session = page.context.new_cdp_session(page)
+        nodes = session.send("Accessibility.getFullAXTree")["nodes"]
+        session.detach()
+        return [node["role"]["value"] for node in nodes if not node.get("ignored")]
+
+    def open_block_on_phone(self, path: str, rows: str, name: str) -> tuple[Page, Locator]:
+        """The block leader opens their block's page: the households (``rows``) come first."""
+        page = self.new_page(user=self.leader)
+        page.goto(self.url(f"{path}?block={self.blocks[2].pk}"))
+        found = page.locator("main").locator(rows)
+        expect(found).to_have_count(PER_BLOCK)
+        self.page_check(page, name)
+        self.assert_fits_phone(page, name)
+        top = self.top_of(found.first)
+        print(f"{name}: the first household starts at {top:.0f} px")
+        self.assertLessEqual(top, FIRST_ROW_TOP_MAX, "the block's households start too far down")
+        return page, found
+
+    def test_a_block_leader_sees_the_blocks_households_first_on_a_phone(self) -> None:
+        block = self.blocks[2]
+        ledger = f"/c/{self.community.slug}/circulars/{self.circular.pk}/ledger/"
+        page, rows = self.open_block_on_phone(
+            ledger, "[data-ledger-row]", "large-ledger-block-phone"
+        )
+        main = page.locator("main")
+
+        # The filters are one tap away, and say which block is shown while folded.
+        status = main.locator("#f-status")
+        summary = main.locator("summary", has_text=ja("Filter households"))
+        expect(summary).to_contain_text(block.name)
+        expect(status).to_be_hidden()
+        self.assert_tappable(summary, "the filters' summary")
+        summary.click()
+        status.select_option("not_yet")
+        main.locator(".filters").get_by_role("button", name=ja("Show")).click()
+        page.wait_for_url("**status=not_yet**")
+        # A status filter is on: the form stays open, showing it.
+        expect(status).to_be_visible()
+        expect(status).to_have_value("not_yet")
+        expect(main.locator("#f-block")).to_have_value(str(block.pk))
+        not_yet = PER_BLOCK - ANSWERED  # answering confirmed the first three
+        expect(rows).to_have_count(not_yet)
+
+        # A live resync still re-fetches the ledger's body with the filters, and keeps it.
+        with page.expect_response(lambda response: "status=not_yet" in response.url):
+            page.evaluate("document.body.dispatchEvent(new Event('kairan:resync'))")
+        expect(rows).to_have_count(not_yet)
+        expect(status).to_be_visible()
+        self.page_check(page, "large-ledger-block-filtered-phone")
+
+        # On a desk the filters are always out, without the summary.
+        page.set_viewport_size(DESKTOP)  # type: ignore[arg-type]
+        page.goto(self.url(f"{ledger}?block={block.pk}"))
+        expect(status).to_be_visible()
+        expect(summary).to_be_hidden()
+        self.assertGreaterEqual(self.ax_roles(page).count("combobox"), 3, "filters not exposed")
+        self.page_check(page, "large-ledger-block-desktop")
+        self.assert_clean_console()
+
+    def test_a_blocks_answers_are_cards_on_a_phone_and_a_table_on_a_desk(self) -> None:
+        block = self.blocks[2]
+        summary = f"/c/{self.community.slug}/circulars/{self.circular.pk}/answers/summary/"
+        page, rows = self.open_block_on_phone(summary, "tbody tr", "large-answers-block-phone")
+        main = page.locator("main")
+        first = rows.first
+
+        # The household's button is on screen and full width, without scrolling sideways.
+        change = first.get_by_role("link", name=f"{ja('Change')} {block.name}-01")
+        box = change.bounding_box()
+        assert box is not None
+        right = box["x"] + box["width"]
+        print(f"large-answers-block-phone: the 変更 button ends at {right:.0f} px")
+        self.assertLessEqual(right, PHONE["width"], "the button is off-screen")
+        self.assertGreaterEqual(box["width"], PHONE["width"] * 0.75, "the button is not full width")
+        self.assertGreaterEqual(box["height"], MIN_TARGET)
+        wrap = main.locator(".table-wrap")
+        self.assertFalse(
+            wrap.evaluate("e => e.scrollWidth > e.clientWidth"), "the answers scroll sideways"
+        )
+        # Each answer is shown with its question; the household's name comes first.
+        first_box = first.bounding_box()
+        name_box = first.get_by_role("rowheader").bounding_box()
+        assert first_box is not None and name_box is not None
+        self.assertLess(name_box["y"] - first_box["y"], MIN_TARGET, "the name is not first")
+        labels = first.locator("td").evaluate_all(
+            "cells => cells.map(cell => getComputedStyle(cell, '::before').content)"
+        )
+        self.assertIn("お手伝いできますか", labels[0])
+        self.assertIn("夏祭りに参加しますか", labels[1])
+        # Chromium still tells a screen reader it is a table with headers.
+        roles = self.ax_roles(page)
+        self.assertEqual(roles.count("table"), 1)
+        self.assertEqual(roles.count("rowheader"), PER_BLOCK)
+        self.assertGreaterEqual(roles.count("columnheader"), 3)
+        self.assertGreaterEqual(roles.count("cell"), PER_BLOCK * 3)
+
+        # Each question's totals are one tap away, and stay out when a new answer arrives.
+        question_totals = main.locator("summary", has_text=ja("Totals for each question"))
+        people = main.get_by_text(ja("People attending"))
+        expect(people).to_be_hidden()
+        self.assert_tappable(question_totals, "the question totals' summary")
+        question_totals.click()
+        expect(people).to_be_visible()
+        with page.expect_response(lambda response: "answers/summary/?block=" in response.url):
+            page.evaluate("document.body.dispatchEvent(new Event('kairan:answers-changed'))")
+        expect(people).to_be_visible()
+
+        first.get_by_role("link", name=f"{ja('Change')} {block.name}-01").click()
+        page.wait_for_url(f"**/answers/{first_household(block).pk}/**")
+
+        # On a desk the answers stay a table, its headers showing.
+        page.set_viewport_size(DESKTOP)  # type: ignore[arg-type]
+        page.goto(self.url(f"{summary}?block={block.pk}"))
+        header = main.locator("thead th", has_text=ja("Household"))
+        expect(header).to_be_visible()
+        expect(first).to_have_css("display", "table-row")
+        self.page_check(page, "large-answers-block-desktop")
+        self.assert_clean_console()
+
+
+def first_household(block: Block) -> Household:
+    return Household.objects.filter(block=block).order_by("circulation_order", "pk")[0]

@@ -153,6 +153,28 @@ class ReplySlipTests(BrowserTestCase):
         expect(link).to_be_visible()
         self.page_check(desk, "reply-slip-ledger")
 
+    def test_the_helper_sees_a_card_per_household_on_her_phone(self) -> None:
+        phone = self.new_page(user=self.helper)
+        phone.goto(self.url(self.path("answers/summary/")))
+        rows = phone.locator("main tbody tr")
+        expect(rows).to_have_count(len(self.households))
+        # No block chosen: each question's totals are out, as on a desk.
+        expect(self.people_attending(phone)).to_be_visible()
+        self.page_check(phone, "reply-slip-answers-phone")
+        scroll_width = phone.evaluate("document.documentElement.scrollWidth")
+        self.assertLessEqual(scroll_width, PHONE["width"], "the answers scroll sideways")
+        # The household's name heads its card, above its block; its button fits the screen.
+        card = rows.first
+        name = card.get_by_role("rowheader").bounding_box()
+        block = card.locator("td", has_text=self.block.name).bounding_box()
+        assert name is not None and block is not None
+        self.assertLess(name["y"], block["y"], "the block comes before the household")
+        yamamoto = self.households[0].label
+        button = card.get_by_role("link", name=f"{ja('Enter')} {yamamoto}").bounding_box()
+        assert button is not None
+        self.assertLessEqual(button["x"] + button["width"], PHONE["width"])
+        self.assertGreaterEqual(button["height"], 48)
+
     def test_resident_answers_on_the_phone_with_the_same_fields(self) -> None:
         household = HouseholdFactory.create(block=self.block, label="小林", circulation_order=9)
         resident = MemberFactory.create(household=household, display_name="小林 一郎").user
