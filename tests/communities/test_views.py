@@ -879,7 +879,7 @@ def test_household_list_of_a_large_association_shows_blocks_not_rows(
     split = [(b.paper_only, b.phone_only, b.both) for b in listing.blocks]
     assert split == [(2, 1, 1), (0, 1, 0)]
     page = text(response)
-    assert "紙だけ 2世帯 ・ スマホだけ 1世帯 ・ 紙とスマホ 1世帯" in page
+    assert "紙だけ 2世帯、スマホだけ 1世帯、紙とスマホ 1世帯" in page
     assert "佐藤" not in page and "山田" not in page
     assert page.count(f'href="?block={town.block1.pk}"') == 1
     assert page.count(f'href="?block={town.block2.pk}"') == 1
