@@ -16,6 +16,7 @@ from circulars import questions, services
 from circulars.models import Answer, Circular, Question, QuestionKind, Receipt, ReceiptMethod
 from tests.circulars.test_questions import ask, draft
 from tests.circulars.test_views import client_for, url
+from tests.communities.test_views import ja
 from tests.conftest import Town
 from tests.factories import HouseholdFactory
 
@@ -395,6 +396,11 @@ def test_a_block_the_page_does_not_show_is_not_found(town: Town) -> None:
     for page in pages:
         assert chair.get(page, {"block": town.block2.pk}).status_code == 200
         assert leader.get(page, {"block": town.block1.pk}).status_code == 200
+        if "ledger" not in page:
+            # A way back to every block, except for whom one block is every block.
+            back = ja("Back to all blocks")
+            assert back in chair.get(page, {"block": town.block2.pk}).content.decode()
+            assert back not in leader.get(page, {"block": town.block1.pk}).content.decode()
         assert chair.get(page, {"block": foreign}).status_code == 404
         assert chair.get(page, {"block": 10**9}).status_code == 404
         assert leader.get(page, {"block": town.block2.pk}).status_code == 404
