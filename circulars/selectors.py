@@ -360,6 +360,11 @@ class Ledger:
     # Large associations: rows only for one chosen block (block totals for all).
     rows_folded: bool = False
 
+    @property
+    def chosen(self) -> LedgerBlock | None:
+        """The block whose rows are shown, when one was chosen (as ``AnswerSheet.chosen``)."""
+        return next((item for item in self.blocks if item.block.pk == self.filter_block), None)
+
 
 def ledger_snapshot(
     *,
